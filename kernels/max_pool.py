@@ -1,0 +1,818 @@
+"""Max pooling in 1D, 2D and 3D as Triton kernels, forward and backward, with PyTorch's exact semantics.
+
+Why a custom kernel: PyTorch's max pooling writes an int64 index for every output on every forward
+pass and keeps those 8 bytes per output alive for the backward; its CUDA 3D backward scatters with
+atomics, so its gradients are not deterministic. Here:
+
+* the forward computes values only, unless indices or a backward are needed;
+* for the backward it saves the *tap* that won each window (its position inside the window,
+  0 .. K-1 in window order) in int8 for windows of up to 127 taps: 1 byte per output instead of 8;
+* the backward gathers: every input element visits the few windows that can contain it, in
+  ascending output order, and sums the gradients of those whose saved tap points back at it.
+  No atomics, so two runs give bitwise identical gradients, and the summation order is PyTorch's
+  CPU order, so float32 gradients match PyTorch's bit for bit.
+
+One kernel source serves every case. 1D and 2D pooling are 3D pooling with size-1 leading spatial
+dimensions; every tensor is addressed through its strides, so channels_last inputs and
+non-contiguous views are pooled in place, without a copy. On CUDA the kernels are compiled by
+Triton; CPU tensors run the same source through Triton's interpreter.
+
+File layout: geometry (pure Python) -> kernels -> launch heuristic -> launchers ->
+custom ops with autograd -> functional API -> nn.Module drop-ins.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor, nn
+from triton.runtime.interpreter import InterpretedFunction
+
+__all__ = [
+    "MaxPool1d",
+    "MaxPool2d",
+    "MaxPool3d",
+    "PoolArgumentError",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "pool_output_size",
+]
+
+DATA_FORMATS = ("channels_first", "channels_last")
+PADDING_STRINGS = ("valid", "same")
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class PoolArgumentError(ValueError, RuntimeError):
+    """An invalid pooling argument.
+
+    A ValueError, and also a RuntimeError because that is what PyTorch raises for the same
+    mistakes: code written against ``torch.nn.functional`` keeps catching it.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry: output sizes and padding, one spatial dimension at a time (shared by 1D, 2D and 3D)
+# --------------------------------------------------------------------------------------------
+
+
+class PoolGeometry(NamedTuple):
+    """Per-spatial-dimension pooling parameters, resolved and validated."""
+
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]  # padding *before* each dimension; what lies after is implied
+    dilation: tuple[int, ...]
+    output_size: tuple[int, ...]
+
+
+def pool_output_size(
+    size: int,
+    kernel_size: int,
+    stride: int,
+    padding: int | str = 0,
+    dilation: int = 1,
+    ceil_mode: bool = False,
+) -> tuple[int, int]:
+    """Output length and padding before, for one spatial dimension of length ``size``.
+
+    Integer padding follows PyTorch: ``floor`` (or ``ceil``) of
+    ``(size + 2 * padding - dilation * (kernel_size - 1) - 1) / stride + 1``, where with
+    ``ceil_mode`` the last window must start inside the input or the left padding.
+    ``"valid"`` is padding 0. ``"same"`` follows TensorFlow/Keras: ``ceil(size / stride)``
+    outputs, total padding ``max((out - 1) * stride + (kernel_size - 1) * dilation + 1 - size, 0)``,
+    the smaller half before. The result may be below 1; callers reject that.
+    """
+    effective = dilation * (kernel_size - 1) + 1
+    if padding == "same":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + effective - size, 0)
+        return out, total // 2
+    pad = 0 if padding == "valid" else int(padding)
+    span = size + 2 * pad - effective + (stride - 1 if ceil_mode else 0)
+    out = span // stride + 1  # floor division rounds toward -inf, as PyTorch's div_rtn
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out, pad
+
+
+def _as_tuple(fn: str, name: str, value, dims: int) -> tuple:
+    """Expand an int (or a 1-tuple) to ``dims`` values, as PyTorch's pooling does."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            value = tuple(value) * dims
+        elif len(value) != dims:
+            raise PoolArgumentError(
+                f"{fn}: {name} must be a single int or a tuple of {dims} ints, got {value!r}"
+            )
+        values = tuple(value)
+    else:
+        values = (value,) * dims
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{fn}: {name} must contain ints, got {value!r}")
+    return values
+
+
+def _check_pool_args(
+    fn: str, dims: int, kernel_size, stride, padding, dilation, ceil_mode: bool, data_format: str
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...] | str, tuple[int, ...]]:
+    """Validate what can be validated without an input; return kernel, stride, padding, dilation."""
+    if data_format not in DATA_FORMATS:
+        raise PoolArgumentError(
+            f"{fn}: data_format must be one of {DATA_FORMATS}, got {data_format!r}"
+        )
+    kernel = _as_tuple(fn, "kernel_size", kernel_size, dims)
+    if min(kernel) < 1:
+        raise PoolArgumentError(f"{fn}: kernel_size must be >= 1 in every dimension, got {kernel}")
+    strides = kernel if stride is None or stride == [] or stride == () else _as_tuple(fn, "stride", stride, dims)
+    if min(strides) < 1:
+        raise PoolArgumentError(f"{fn}: stride must be >= 1 in every dimension, got {strides}")
+    dilations = _as_tuple(fn, "dilation", dilation, dims)
+    if min(dilations) < 1:
+        raise PoolArgumentError(f"{fn}: dilation must be >= 1 in every dimension, got {dilations}")
+    if isinstance(padding, str):
+        pads = padding.lower()
+        if pads not in PADDING_STRINGS:
+            raise PoolArgumentError(
+                f"{fn}: padding must be an int, a tuple of {dims} ints, 'valid' or 'same', got {padding!r}"
+            )
+        if pads == "same" and ceil_mode:
+            raise PoolArgumentError(
+                f"{fn}: ceil_mode=True cannot be combined with padding='same', which fixes the "
+                "output size to ceil(input / stride)"
+            )
+    else:
+        pads = _as_tuple(fn, "padding", padding, dims)
+        limit = tuple(k // 2 for k in kernel)
+        if any(p < 0 or p > m for p, m in zip(pads, limit)):
+            raise PoolArgumentError(
+                f"{fn}: padding must be between 0 and kernel_size // 2 = {limit} in every "
+                f"dimension, got padding={pads} for kernel_size={kernel}"
+            )
+    return kernel, strides, pads, dilations
+
+
+def _resolve_geometry(
+    fn: str, spatial: Sequence[int], kernel, strides, pads, dilations, ceil_mode: bool
+) -> PoolGeometry:
+    outs, before = [], []
+    for i, size in enumerate(spatial):
+        pad = pads if isinstance(pads, str) else pads[i]
+        out, pre = pool_output_size(size, kernel[i], strides[i], pad, dilations[i], ceil_mode)
+        outs.append(out)
+        before.append(pre)
+    if min(outs) < 1:
+        raise PoolArgumentError(
+            f"{fn}: input of spatial size {tuple(spatial)} is too small for kernel_size={kernel}, "
+            f"stride={strides}, padding={pads}, dilation={dilations}: the output size would be "
+            f"{tuple(outs)}, and it must be at least 1 in every dimension"
+        )
+    return PoolGeometry(kernel, strides, tuple(before), dilations, tuple(outs))
+
+
+def _strides_like_channels_last(shape: Sequence[int], strides: Sequence[int]) -> bool:
+    """PyTorch's ``suggest_memory_format() == channels_last(_3d)`` rule, for 4D and 5D tensors.
+
+    Walk the dimensions from the one that should be innermost (C, then W, H, (D), N) and require
+    non-decreasing strides; ambiguous cases (size-1 dimensions) fall back to contiguous.
+    """
+    if len(shape) not in (4, 5) or strides[1] == 0:
+        return False
+    order = [1] + list(range(len(shape) - 1, 1, -1)) + [0]
+    lowest = 0
+    for d in order:
+        if shape[d] == 0 or strides[d] < lowest:
+            return False
+        if d == 0 and lowest == strides[1]:
+            return False
+        lowest = strides[d] * shape[d] if shape[d] > 1 else strides[d]
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+# Every launch covers a 2D tile space of ROWS x COLS. With C_INNER the columns walk the channels
+# (the contiguous axis of a channels_last tensor: coalesced, vectorizable accesses) and the rows
+# walk (n, d, h, w); otherwise the columns walk the innermost spatial axis and the rows (n, c, d, h).
+# Coordinates along the rows are [BLOCK_M, 1] tensors and along the columns [1, BLOCK_N], so the
+# per-tap index arithmetic runs on vectors; only loads, compares and selects touch the whole tile.
+# These are plain functions: triton.jit compiles them for CUDA and InterpretedFunction runs the
+# same source on CPU tensors (a jit function cannot call helpers in the interpreter, hence no
+# helpers, nor the jit-defined parts of triton.language such as tl.zeros).
+
+
+def _max_pool_forward_kernel(
+    x_ptr,  # input, logically (N, C, D, H, W), any strides
+    out_ptr,  # pooled values, logically (N, C, OD, OH, OW)
+    code_ptr,  # winning tap of each window (int8/16/32, -1 = none); same strides as out
+    idx_ptr,  # PyTorch's int64 index of the winner inside its (D, H, W) volume; same strides as out
+    C, D, H, W,  # input sizes (N is implied by ROWS)
+    OD, OH, OW,  # output sizes
+    sxn, sxc, sxd, sxh, sxw,  # input strides, in elements
+    son, soc, sod, soh, sow,  # output strides, in elements (shared by out, code and idx)
+    ROWS, COLS,  # extent of the tile space
+    K_D: tl.constexpr, K_H: tl.constexpr, K_W: tl.constexpr,  # kernel size
+    STR_D: tl.constexpr, STR_H: tl.constexpr, STR_W: tl.constexpr,  # stride
+    PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,  # padding before
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,  # dilation
+    C_INNER: tl.constexpr,  # tile columns walk C (else OW)
+    TRACK_ARGMAX: tl.constexpr,  # follow the winning tap (needed for code or indices)
+    WRITE_CODE: tl.constexpr,  # store the winning tap for the backward
+    WRITE_INDICES: tl.constexpr,  # store PyTorch's int64 indices
+    INT64: tl.constexpr,  # offsets may exceed int32
+    ACC: tl.constexpr,  # compare in float32 (float64 for float64 inputs)
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if INT64:
+        rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+        cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+    else:
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = rows[:, None]
+    cols = cols[None, :]
+    in_rows = rows < ROWS
+    in_cols = cols < COLS
+    if C_INNER:
+        ow = rows % OW
+        t = rows // OW
+        oh = t % OH
+        t = t // OH
+        od = t % OD
+        n = t // OD
+        x_outer = n * sxn
+        x_inner = cols * sxc
+        o_off = (n * son + od * sod + oh * soh + ow * sow) + cols * soc
+    else:
+        ow = cols
+        oh = rows % OH
+        t = rows // OH
+        od = t % OD
+        t = t // OD
+        c = t % C
+        n = t // C
+        x_outer = n * sxn + c * sxc
+        o_off = (n * son + c * soc + od * sod + oh * soh) + ow * sow
+    # Window starts; negative where the window begins in the padding.
+    d0 = od * STR_D - PAD_D
+    h0 = oh * STR_H - PAD_H
+    w0 = ow * STR_W - PAD_W
+
+    best = tl.full([BLOCK_M, BLOCK_N], float("-inf"), ACC)
+    if TRACK_ARGMAX:
+        # PyTorch starts every window at its first in-bounds tap (stepping by the dilation out
+        # of the padding), so a window of -inf reports that tap, and so do we.
+        jd0 = tl.where(d0 < 0, (DIL_D - 1 - d0) // DIL_D, 0)
+        jh0 = tl.where(h0 < 0, (DIL_H - 1 - h0) // DIL_H, 0)
+        jw0 = tl.where(w0 < 0, (DIL_W - 1 - w0) // DIL_W, 0)
+        tap0 = (jd0 * K_H + jh0) * K_W + jw0
+        arg = tl.full([BLOCK_M, BLOCK_N], 0, tl.int32) + tap0
+    for kd in tl.static_range(K_D):
+        id_ = d0 + kd * DIL_D
+        ok_d = in_rows & (id_ >= 0) & (id_ < D)
+        off_d = x_outer + id_ * sxd
+        for kh in tl.static_range(K_H):
+            ih = h0 + kh * DIL_H
+            ok_dh = ok_d & (ih >= 0) & (ih < H)
+            ptr_dh = x_ptr + (off_d + ih * sxh)
+            for kw in tl.static_range(K_W):
+                iw = w0 + kw * DIL_W
+                ptrs = ptr_dh + iw * sxw
+                if C_INNER:
+                    ptrs = ptrs + x_inner
+                    ok = (ok_dh & (iw >= 0) & (iw < W)) & in_cols
+                else:
+                    ok = ok_dh & ((iw >= 0) & (iw < W) & in_cols)
+                # Masked taps (padding, outside the tile) read -inf, which never wins.
+                v = tl.load(ptrs, mask=ok, other=float("-inf")).to(ACC)
+                # PyTorch's rule, bit for bit: a strictly greater value wins (ties keep the first
+                # tap in window order) and a NaN always wins (the last NaN is reported).
+                take = (v > best) | (v != v)
+                best = tl.where(take, v, best)
+                if TRACK_ARGMAX:
+                    arg = tl.where(take, (kd * K_H + kh) * K_W + kw, arg)
+
+    in_tile = in_rows & in_cols
+    tl.store(out_ptr + o_off, best.to(out_ptr.dtype.element_ty), mask=in_tile)
+    if WRITE_CODE:
+        # A window with no in-bounds tap at all (possible with large dilation) keeps no winner.
+        first_ok = (d0 + jd0 * DIL_D < D) & (h0 + jh0 * DIL_H < H) & (w0 + jw0 * DIL_W < W)
+        code = tl.where(first_ok | (arg != tap0), arg, -1)
+        tl.store(code_ptr + o_off, code.to(code_ptr.dtype.element_ty), mask=in_tile)
+    if WRITE_INDICES:
+        jd = arg // (K_H * K_W)
+        jh = (arg // K_W) % K_H
+        jw = arg % K_W
+        idx = ((d0 + jd * DIL_D).to(tl.int64) * H + (h0 + jh * DIL_H)) * W + (w0 + jw * DIL_W)
+        tl.store(idx_ptr + o_off, idx, mask=in_tile)
+
+
+def _max_pool_backward_kernel(
+    grad_out_ptr,  # dL/d(out), logically (N, C, OD, OH, OW); same strides as code
+    code_ptr,  # winning tap of each window, from the forward
+    grad_in_ptr,  # dL/d(input), logically (N, C, D, H, W)
+    C, D, H, W,  # input sizes (N is implied by ROWS)
+    OD, OH, OW,  # output sizes
+    son, soc, sod, soh, sow,  # strides of grad_out and code, in elements
+    sin, sic, sid, sih, siw,  # strides of grad_in, in elements
+    ROWS, COLS,  # extent of the tile space (over the input)
+    K_D: tl.constexpr, K_H: tl.constexpr, K_W: tl.constexpr,  # kernel size
+    STR_D: tl.constexpr, STR_H: tl.constexpr, STR_W: tl.constexpr,  # stride
+    PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,  # padding before
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,  # dilation
+    C_INNER: tl.constexpr,  # tile columns walk C (else W)
+    INT64: tl.constexpr,  # offsets may exceed int32
+    ACC: tl.constexpr,  # accumulate in float32 (float64 for float64 gradients)
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
+):
+    # Along one dimension, input position i lies in the window of output o at tap j when
+    # o * STR - PAD + j * DIL == i with 0 <= j < K. With q = i + PAD, the candidates are
+    # o = q // STR, q // STR - 1, ... : at most (K - 1) * DIL // STR + 1 of them (1 when windows
+    # do not overlap), and each pins down its tap j = (q - o * STR) / DIL.
+    NC_D: tl.constexpr = (K_D - 1) * DIL_D // STR_D + 1
+    NC_H: tl.constexpr = (K_H - 1) * DIL_H // STR_H + 1
+    NC_W: tl.constexpr = (K_W - 1) * DIL_W // STR_W + 1
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if INT64:
+        rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+        cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+    else:
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = rows[:, None]
+    cols = cols[None, :]
+    in_rows = rows < ROWS
+    in_cols = cols < COLS
+    if C_INNER:
+        iw = rows % W
+        t = rows // W
+        ih = t % H
+        t = t // H
+        id_ = t % D
+        n = t // D
+        o_outer = n * son
+        o_inner = cols * soc
+        i_off = (n * sin + id_ * sid + ih * sih + iw * siw) + cols * sic
+    else:
+        iw = cols
+        ih = rows % H
+        t = rows // H
+        id_ = t % D
+        t = t // D
+        c = t % C
+        n = t // C
+        o_outer = n * son + c * soc
+        i_off = (n * sin + c * sic + id_ * sid + ih * sih) + iw * siw
+    qd = id_ + PAD_D
+    qh = ih + PAD_H
+    qw = iw + PAD_W
+
+    acc = tl.full([BLOCK_M, BLOCK_N], 0, ACC)
+    # Candidates in ascending output order: the sum is PyTorch's, in PyTorch's order.
+    for td in tl.static_range(NC_D):
+        od = qd // STR_D - (NC_D - 1 - td)
+        rd = qd - od * STR_D
+        jd = rd // DIL_D
+        ok_d = in_rows & (od >= 0) & (od < OD) & (jd < K_D)
+        if DIL_D > 1:
+            ok_d = ok_d & (rd % DIL_D == 0)
+        off_d = o_outer + od * sod
+        for th in tl.static_range(NC_H):
+            oh = qh // STR_H - (NC_H - 1 - th)
+            rh = qh - oh * STR_H
+            jh = rh // DIL_H
+            ok_dh = ok_d & (oh >= 0) & (oh < OH) & (jh < K_H)
+            if DIL_H > 1:
+                ok_dh = ok_dh & (rh % DIL_H == 0)
+            off_dh = off_d + oh * soh
+            tap_dh = jd * K_H + jh
+            for tw in tl.static_range(NC_W):
+                ow = qw // STR_W - (NC_W - 1 - tw)
+                rw = qw - ow * STR_W
+                jw = rw // DIL_W
+                ok_w = (ow >= 0) & (ow < OW) & (jw < K_W)
+                if DIL_W > 1:
+                    ok_w = ok_w & (rw % DIL_W == 0)
+                off = off_dh + ow * sow
+                if C_INNER:
+                    off = off + o_inner
+                    ok = (ok_dh & ok_w) & in_cols
+                else:
+                    ok = ok_dh & (ok_w & in_cols)
+                code = tl.load(code_ptr + off, mask=ok, other=-1)
+                hit = code == tap_dh * K_W + jw
+                g = tl.load(grad_out_ptr + off, mask=hit, other=0.0)
+                acc += g.to(ACC)
+    tl.store(grad_in_ptr + i_off, acc.to(grad_in_ptr.dtype.element_ty), mask=in_rows & in_cols)
+
+
+_KERNELS = {
+    "forward": (triton.jit(_max_pool_forward_kernel), InterpretedFunction(_max_pool_forward_kernel)),
+    "backward": (triton.jit(_max_pool_backward_kernel), InterpretedFunction(_max_pool_backward_kernel)),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Launch heuristic
+# --------------------------------------------------------------------------------------------
+
+# CUDA: 2048 elements a program over 4 warps is 16 elements a thread: for 16-bit types along a
+# contiguous channel axis that is two 128-bit loads per tap and thread, enough bytes in flight to
+# keep a memory-bound kernel near bandwidth, with registers to spare (see benchmarks/).
+CUDA_TILE_ELEMENTS = 2048
+CUDA_MAX_BLOCK_N = 128
+CUDA_NUM_WARPS = 4
+# CPU (interpreter): every tl operation costs a fixed Python overhead on top of its per-element
+# cost and every program re-runs the whole kernel body, so fewer, larger tiles win (measured by
+# benchmarks/bench_pool.py).
+CPU_TILE_ELEMENTS = 2**16
+CPU_MAX_BLOCK_N = 2**12
+# Offsets in int32 unless a tensor spans this many elements (margin below 2**31 for windows that
+# reach past the edge and for padding).
+INT32_SPAN_LIMIT = 2**30
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, x - 1).bit_length()
+
+
+def launch_config(rows: int, cols: int, device_type: str) -> tuple[int, int, int]:
+    """Tile (BLOCK_M, BLOCK_N) and num_warps for a ROWS x COLS launch on ``device_type``."""
+    if device_type == "cuda":
+        elements, max_n, warps = CUDA_TILE_ELEMENTS, CUDA_MAX_BLOCK_N, CUDA_NUM_WARPS
+    else:
+        elements, max_n, warps = CPU_TILE_ELEMENTS, CPU_MAX_BLOCK_N, 1
+    block_n = min(_next_pow2(cols), max_n)
+    block_m = min(max(1, elements // block_n), _next_pow2(rows))
+    return block_m, block_n, warps
+
+
+def _tile_on_channels(channels: int, width: int, stride_c: int, stride_w: int, device_type: str) -> bool:
+    """Whether tile columns should walk the channels (C_INNER) rather than the innermost spatial axis."""
+    if device_type == "cuda":
+        # Coalescing: walk the axis that is contiguous in memory.
+        return stride_c < stride_w
+    # The interpreter pays for masked-off lanes as for live ones, and memory order does not matter
+    # to it: walk the axis that fills power-of-two tiles best.
+    def waste(extent: int) -> float:
+        block = min(_next_pow2(extent), CPU_MAX_BLOCK_N)
+        return triton.cdiv(extent, block) * block / extent
+
+    return waste(channels) < waste(width) or (waste(channels) == waste(width) and stride_c < stride_w)
+
+
+def _span(t: Tensor) -> int:
+    return 1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()) if size > 0)
+
+
+def _as_5d(t: Tensor) -> Tensor:
+    """View (N, C, *spatial) with 1-3 spatial dimensions as (N, C, D, H, W); no copy."""
+    while t.dim() < 5:
+        t = t.unsqueeze(2)
+    return t
+
+
+def _pad3(values: Sequence[int], fill: int) -> tuple[int, int, int]:
+    return (fill,) * (3 - len(values)) + tuple(values)
+
+
+def _code_dtype(kernel_size: Sequence[int]) -> torch.dtype:
+    taps = math.prod(kernel_size)
+    if taps <= 127:
+        return torch.int8
+    return torch.int16 if taps <= 32767 else torch.int32
+
+
+def _acc_dtype(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+class LaunchSpec(NamedTuple):
+    """One kernel launch: which kernel, its grid, arguments and warps (also used to AOT-compile)."""
+
+    kernel: str
+    grid: tuple[int, int]
+    args: tuple
+    constexprs: dict
+    num_warps: int
+
+
+def _geometry_constexprs(kernel_size, stride, padding, dilation) -> dict:
+    k, s, p, d = (_pad3(kernel_size, 1), _pad3(stride, 1), _pad3(padding, 0), _pad3(dilation, 1))
+    return dict(
+        K_D=k[0], K_H=k[1], K_W=k[2],
+        STR_D=s[0], STR_H=s[1], STR_W=s[2],
+        PAD_D=p[0], PAD_H=p[1], PAD_W=p[2],
+        DIL_D=d[0], DIL_H=d[1], DIL_W=d[2],
+    )  # fmt: skip
+
+
+def forward_launch_spec(
+    x: Tensor, out: Tensor, code: Tensor, idx: Tensor, kernel_size, stride, padding, dilation,
+    device_type: str,
+) -> LaunchSpec:
+    """The forward launch for (N, C, *spatial) tensors; ``code``/``idx`` empty when not written."""
+    x5, o5 = _as_5d(x), _as_5d(out)
+    n, c, d, h, w = x5.shape
+    od, oh, ow = o5.shape[2:]
+    c_inner = _tile_on_channels(c, ow, x5.stride(1), x5.stride(4), device_type)
+    rows, cols = (n * od * oh * ow, c) if c_inner else (n * c * od * oh, ow)
+    block_m, block_n, warps = launch_config(rows, cols, device_type)
+    write_code, write_idx = code.numel() > 0, idx.numel() > 0
+    span = max(_span(x5), _span(o5), rows + block_m, cols + block_n)
+    constexprs = dict(
+        _geometry_constexprs(kernel_size, stride, padding, dilation),
+        C_INNER=c_inner, TRACK_ARGMAX=write_code or write_idx, WRITE_CODE=write_code,
+        WRITE_INDICES=write_idx, INT64=span >= INT32_SPAN_LIMIT, ACC=_acc_dtype(x.dtype),
+        BLOCK_M=block_m, BLOCK_N=block_n,
+    )  # fmt: skip
+    args = (
+        x5, out, code if write_code else out, idx if write_idx else out,
+        c, d, h, w, od, oh, ow, *x5.stride(), *o5.stride(), rows, cols,
+    )  # fmt: skip
+    grid = (triton.cdiv(rows, block_m), triton.cdiv(cols, block_n))
+    return LaunchSpec("forward", grid, args, constexprs, warps)
+
+
+def backward_launch_spec(
+    grad_out: Tensor, code: Tensor, grad_in: Tensor, kernel_size, stride, padding, dilation,
+    device_type: str,
+) -> LaunchSpec:
+    """The backward launch; ``grad_out`` must have the strides of ``code``."""
+    g5, i5 = _as_5d(grad_out), _as_5d(grad_in)
+    n, c, d, h, w = i5.shape
+    od, oh, ow = g5.shape[2:]
+    c_inner = _tile_on_channels(c, w, i5.stride(1), i5.stride(4), device_type)
+    rows, cols = (n * d * h * w, c) if c_inner else (n * c * d * h, w)
+    block_m, block_n, warps = launch_config(rows, cols, device_type)
+    span = max(_span(g5), _span(i5), rows + block_m, cols + block_n)
+    constexprs = dict(
+        _geometry_constexprs(kernel_size, stride, padding, dilation),
+        C_INNER=c_inner, INT64=span >= INT32_SPAN_LIMIT, ACC=_acc_dtype(grad_in.dtype),
+        BLOCK_M=block_m, BLOCK_N=block_n,
+    )  # fmt: skip
+    args = (grad_out, code, grad_in, c, d, h, w, od, oh, ow, *g5.stride(), *i5.stride(), rows, cols)
+    grid = (triton.cdiv(rows, block_m), triton.cdiv(cols, block_n))
+    return LaunchSpec("backward", grid, args, constexprs, warps)
+
+
+def _launch(spec: LaunchSpec, device: torch.device) -> None:
+    compiled, interpreted = _KERNELS[spec.kernel]
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            compiled[spec.grid](*spec.args, **spec.constexprs, num_warps=spec.num_warps)
+    elif device.type == "cpu":
+        interpreted[spec.grid](*spec.args, **spec.constexprs)
+    else:
+        raise RuntimeError(f"tritonpool max pooling runs on CUDA and CPU tensors, got a {device.type} tensor")
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers: check, allocate, launch
+# --------------------------------------------------------------------------------------------
+
+
+def _empty_pooled(like: Tensor, shape: Sequence[int], channels_last: bool, dtype=None) -> Tensor:
+    """An (N, C, *spatial) tensor, laid out channels-last (C innermost) or contiguous."""
+    dtype = like.dtype if dtype is None else dtype
+    if not channels_last:
+        return like.new_empty(shape, dtype=dtype)
+    shape = list(shape)
+    nhwc = like.new_empty([shape[0], *shape[2:], shape[1]], dtype=dtype)
+    return nhwc.movedim(-1, 1)
+
+
+def _forward_outputs(x: Tensor, output_size, kernel_size, channels_last, save_code, return_indices):
+    out = _empty_pooled(x, [x.shape[0], x.shape[1], *output_size], channels_last)
+    code = torch.empty_like(out, dtype=_code_dtype(kernel_size)) if save_code else x.new_empty(0, dtype=torch.int8)
+    idx = torch.empty_like(out, dtype=torch.int64) if return_indices else x.new_empty(0, dtype=torch.int64)
+    return out, code, idx
+
+
+@torch.library.custom_op("tritonpool::max_pool_forward", mutates_args=())
+def max_pool_forward(
+    input: Tensor,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    output_size: list[int],
+    channels_last: bool,
+    save_code: bool,
+    return_indices: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pool an (N, C, *spatial) tensor; returns (values, saved taps or empty, indices or empty).
+
+    ``padding`` is the padding before each spatial dimension and ``output_size`` the resolved
+    output size (see ``pool_output_size``); ``channels_last`` lays the outputs out C-innermost.
+    """
+    out, code, idx = _forward_outputs(input, output_size, kernel_size, channels_last, save_code, return_indices)
+    if out.numel() > 0:
+        spec = forward_launch_spec(input, out, code, idx, kernel_size, stride, padding, dilation, input.device.type)
+        _launch(spec, input.device)
+    return out, code, idx
+
+
+@max_pool_forward.register_fake
+def _(input, kernel_size, stride, padding, dilation, output_size, channels_last, save_code, return_indices):
+    return _forward_outputs(input, output_size, kernel_size, channels_last, save_code, return_indices)
+
+
+@torch.library.custom_op("tritonpool::max_pool_backward", mutates_args=())
+def max_pool_backward(
+    grad_output: Tensor,
+    code: Tensor,
+    input_size: list[int],
+    channels_last: bool,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+) -> Tensor:
+    """Gradient of the input from the gradient of the output and the saved winning taps."""
+    grad_in = _empty_pooled(grad_output, input_size, channels_last)
+    if grad_in.numel() == 0:
+        return grad_in
+    if grad_output.numel() == 0:
+        return grad_in.zero_()
+    if grad_output.stride() != code.stride():
+        # One set of strides for both keeps the kernel lean; autograd usually hands us exactly
+        # this layout, and otherwise (e.g. an expanded gradient of a sum) this is one small copy.
+        grad_output = torch.empty_like(code, dtype=grad_output.dtype).copy_(grad_output)
+    spec = backward_launch_spec(grad_output, code, grad_in, kernel_size, stride, padding, dilation, grad_in.device.type)
+    _launch(spec, grad_in.device)
+    return grad_in
+
+
+@max_pool_backward.register_fake
+def _(grad_output, code, input_size, channels_last, kernel_size, stride, padding, dilation):
+    return _empty_pooled(grad_output, input_size, channels_last)
+
+
+def _setup_context(ctx, inputs, output):
+    x, kernel_size, stride, padding, dilation, _, _, save_code, _ = inputs
+    if save_code:
+        ctx.save_for_backward(output[1])
+    ctx.pool_args = (list(kernel_size), list(stride), list(padding), list(dilation))
+    ctx.input_size = list(x.shape)
+    # The input gradient takes the input's memory format, as PyTorch's does.
+    ctx.grad_channels_last = _strides_like_channels_last(x.shape, x.stride())
+    ctx.saved_code = save_code
+
+
+def _backward(ctx, grad_out, _grad_code, _grad_idx):
+    if not ctx.saved_code:
+        raise RuntimeError(
+            "tritonpool max_pool_forward was called with save_code=False, so it kept nothing for a "
+            "backward pass; call it through kernels.max_pool*d, which saves what the backward needs"
+        )
+    (code,) = ctx.saved_tensors
+    grad_in = max_pool_backward(grad_out, code, ctx.input_size, ctx.grad_channels_last, *ctx.pool_args)
+    return grad_in, None, None, None, None, None, None, None, None
+
+
+max_pool_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --------------------------------------------------------------------------------------------
+# Functional API: torch.nn.functional's signatures, plus Keras's padding strings and data_format
+# --------------------------------------------------------------------------------------------
+
+
+def _max_pool(
+    dims: int, input: Tensor, kernel_size, stride, padding, dilation, ceil_mode: bool,
+    return_indices: bool, data_format: str,
+):  # fmt: skip
+    fn = f"max_pool{dims}d"
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{fn}: input must be a torch.Tensor, got {type(input).__name__}")
+    if input.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"{fn}: input must be float16, bfloat16, float32 or float64, got {input.dtype}"
+        )
+    kernel, strides, pads, dilations = _check_pool_args(
+        fn, dims, kernel_size, stride, padding, dilation, ceil_mode, data_format
+    )
+    if input.dim() not in (dims + 1, dims + 2):
+        spatial = ("D", "H", "W")[3 - dims :]
+        order = ("C", *spatial) if data_format == "channels_first" else (*spatial, "C")
+        raise PoolArgumentError(
+            f"{fn}: expected a {dims + 1}D ({', '.join(order)}) or {dims + 2}D "
+            f"(N, {', '.join(order)}) input for data_format={data_format!r}, "
+            f"got a {input.dim()}D tensor of shape {tuple(input.shape)}"
+        )
+    batched = input.dim() == dims + 2
+    x = input if batched else input.unsqueeze(0)
+    if data_format == "channels_last":
+        x = x.movedim(-1, 1)  # a view: (N, *spatial, C) memory read as (N, C, *spatial)
+    if any(s == 0 for s in x.shape[1:]):
+        raise PoolArgumentError(
+            f"{fn}: only the batch dimension may be empty, got an input of shape {tuple(input.shape)}"
+        )
+    geometry = _resolve_geometry(fn, x.shape[2:], kernel, strides, pads, dilations, ceil_mode)
+    if data_format == "channels_last":
+        channels_last = True  # so that the result is contiguous in (N, *spatial, C) order
+    else:
+        channels_last = batched and _strides_like_channels_last(x.shape, x.stride())
+    save_code = torch.is_grad_enabled() and x.requires_grad
+    out, _, idx = torch.ops.tritonpool.max_pool_forward(
+        x,
+        list(geometry.kernel_size),
+        list(geometry.stride),
+        list(geometry.padding),
+        list(geometry.dilation),
+        list(geometry.output_size),
+        channels_last,
+        save_code,
+        return_indices,
+    )
+    if data_format == "channels_last":
+        out, idx = out.movedim(1, -1), idx.movedim(1, -1) if return_indices else idx
+    if not batched:
+        out, idx = out.squeeze(0), idx.squeeze(0) if return_indices else idx
+    return (out, idx) if return_indices else out
+
+
+def max_pool1d(
+    input: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+    return_indices: bool = False, *, data_format: str = "channels_first",
+):  # fmt: skip
+    """``torch.nn.functional.max_pool1d`` on the Triton kernel; padding may also be 'valid'/'same'."""
+    return _max_pool(1, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, data_format)
+
+
+def max_pool2d(
+    input: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+    return_indices: bool = False, *, data_format: str = "channels_first",
+):  # fmt: skip
+    """``torch.nn.functional.max_pool2d`` on the Triton kernel; padding may also be 'valid'/'same'."""
+    return _max_pool(2, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, data_format)
+
+
+def max_pool3d(
+    input: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+    return_indices: bool = False, *, data_format: str = "channels_first",
+):  # fmt: skip
+    """``torch.nn.functional.max_pool3d`` on the Triton kernel; padding may also be 'valid'/'same'."""
+    return _max_pool(3, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, data_format)
+
+
+# --------------------------------------------------------------------------------------------
+# Modules: drop-ins for torch.nn.MaxPool1d/2d/3d
+# --------------------------------------------------------------------------------------------
+
+
+class _TritonMaxPool:
+    """Shared body of the MaxPool*d drop-ins; arguments are checked at construction."""
+
+    dims: int
+
+    def __init__(
+        self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
+        ceil_mode: bool = False, *, data_format: str = "channels_first",
+    ) -> None:  # fmt: skip
+        _check_pool_args(
+            f"MaxPool{self.dims}d", self.dims, kernel_size, stride, padding, dilation, ceil_mode, data_format
+        )
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
+        self.data_format = data_format
+
+    def forward(self, input: Tensor):
+        return _max_pool(
+            self.dims, input, self.kernel_size, self.stride, self.padding, self.dilation,
+            self.ceil_mode, self.return_indices, self.data_format,
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        if self.data_format != "channels_first":
+            text += f", data_format={self.data_format}"
+        return text
+
+
+class MaxPool1d(_TritonMaxPool, nn.MaxPool1d):
+    """``torch.nn.MaxPool1d`` on the Triton kernel, plus padding='valid'/'same' and data_format."""
+
+    dims = 1
+
+
+class MaxPool2d(_TritonMaxPool, nn.MaxPool2d):
+    """``torch.nn.MaxPool2d`` on the Triton kernel, plus padding='valid'/'same' and data_format."""
+
+    dims = 2
+
+
+class MaxPool3d(_TritonMaxPool, nn.MaxPool3d):
+    """``torch.nn.MaxPool3d`` on the Triton kernel, plus padding='valid'/'same' and data_format."""
+
+    dims = 3
