@@ -1,0 +1,566 @@
+"""The Triton max pooling against torch.nn.functional: values, indices, gradients, layouts, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels
+from kernels import max_pool as mp
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+OURS = {1: kernels.max_pool1d, 2: kernels.max_pool2d, 3: kernels.max_pool3d}
+TORCH = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+# Odd sizes so that no dimension divides evenly by the tile or the stride.
+SHAPES = {1: (2, 3, 13), 2: (2, 3, 9, 11), 3: (2, 3, 5, 7, 6)}
+# (kwargs, windows overlap)
+CONFIGS = {
+    "k2": (dict(kernel_size=2), False),
+    "k3s2p1": (dict(kernel_size=3, stride=2, padding=1), True),
+    "k3s1p1d2_ceil": (dict(kernel_size=3, stride=1, padding=1, dilation=2, ceil_mode=True), True),
+    "k2s3_ceil": (dict(kernel_size=2, stride=3, ceil_mode=True), False),
+    "mixed": (None, True),  # per-dimension kernel/stride/padding, see _kwargs
+}
+
+
+def _kwargs(name: str, dims: int) -> dict:
+    kwargs, _ = CONFIGS[name]
+    if kwargs is not None:
+        return kwargs
+    return dict(
+        kernel_size=(3, 2, 4)[-dims:],
+        stride=(1, 2, 3)[-dims:],
+        padding=(1, 0, 2)[-dims:],
+        dilation=(2, 1, 1)[-dims:],
+        ceil_mode=True,
+    )
+
+
+def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """The same logical tensor in another memory layout (values unchanged)."""
+    if layout == "contiguous":
+        return x.contiguous()
+    if layout == "channels_last":  # C innermost in memory, also for 1D
+        return x.movedim(1, -1).contiguous().movedim(-1, 1)
+    if layout == "strided_view":  # a non-contiguous view: every other element of a larger tensor
+        big = torch.empty(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype, device=x.device)
+        big[..., ::2] = x
+        return big[..., ::2]
+    if layout == "transposed":  # spatial dimensions swapped in memory
+        return x.transpose(-1, -2).contiguous().transpose(-1, -2)
+    raise ValueError(layout)
+
+
+def _random(shape, dtype, device, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equality, NaNs included (any NaN matches any NaN)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+    if not torch.equal(nan_a, nan_b):
+        return False
+    ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+    return torch.equal(a[~nan_a].view(ints), b[~nan_b].view(ints))
+
+
+# --------------------------------------------------------------------------------------------
+# Forward: values and indices
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided_view"])
+def test_forward_matches_torch(dims, config, dtype, device, layout):
+    kwargs = _kwargs(config, dims)
+    x = _layout(_random(SHAPES[dims], dtype, device), layout)
+    out, idx = OURS[dims](x, **kwargs, return_indices=True)
+    ref, ref_idx = TORCH[dims](x, **kwargs, return_indices=True)
+    assert _same_bits(out, ref)
+    assert torch.equal(idx, ref_idx)
+    assert torch.equal(OURS[dims](x, **kwargs), ref)  # the values-only kernel variant
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_batchless_input(dims, device):
+    x = _random(SHAPES[dims][1:], torch.float32, device)
+    out, idx = OURS[dims](x, 3, 2, 1, return_indices=True)
+    ref, ref_idx = TORCH[dims](x, 3, 2, 1, return_indices=True)
+    assert out.shape == ref.shape == x.shape[:1] + ref.shape[1:]
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "dims, layout",
+    [(2, "contiguous"), (2, "channels_last"), (2, "transposed"), (2, "strided_view"), (3, "channels_last"),
+     (3, "contiguous"), (2, "channels_last_sliced"), (2, "channels_last_c1")],
+)  # fmt: skip
+def test_output_memory_format_follows_input(dims, layout, device):
+    if layout == "channels_last_sliced":  # not dense, but strides still ordered like NHWC
+        x = _layout(_random((2, 3, 10, 9), torch.float32, device), "channels_last")[:, :, ::2]
+    elif layout == "channels_last_c1":  # ambiguous: PyTorch falls back to contiguous
+        x = _layout(_random((2, 1, 10, 9), torch.float32, device), "channels_last")
+    else:
+        x = _layout(_random(SHAPES[dims], torch.float32, device), layout)
+    out = OURS[dims](x, 2, 1)
+    ref = TORCH[dims](x, 2, 1)
+    assert out.stride() == ref.stride()
+    assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_views_are_pooled_without_copy(device, monkeypatch):
+    """A channels_last or strided view reaches the kernel as it is: same memory, same strides."""
+    launched = []
+    real_launch = mp._launch
+    monkeypatch.setattr(mp, "_launch", lambda spec, dev: (launched.append(spec), real_launch(spec, dev)))
+    base = _random((2, 9, 11, 4), torch.float32, device)  # (N, H, W, C) in memory
+    views = {
+        "data_format": (base, dict(data_format="channels_last")),
+        "movedim": (base.movedim(-1, 1), {}),
+        "slice": (base.movedim(-1, 1)[:, 1:3, 1:, ::2], {}),
+    }
+    for name, (view, extra) in views.items():
+        launched.clear()
+        kernels.max_pool2d(view, 2, **extra)
+        (spec,) = launched
+        seen = spec.args[0]
+        assert seen.data_ptr() == view.data_ptr(), name
+        logical = view.movedim(-1, 1) if extra else view
+        assert seen.stride()[-2:] == logical.stride()[-2:] and seen.stride(1) == logical.stride(1), name
+
+
+# --------------------------------------------------------------------------------------------
+# Keras extensions: padding="same"/"valid" and data_format
+# --------------------------------------------------------------------------------------------
+
+
+def _same_reference(x: torch.Tensor, dims: int, kernel, stride, dilation):
+    """TensorFlow's 'same' pooling from its definition: pad with -inf (smaller half before), pool."""
+    spatial = x.shape[2:]
+    pads, befores = [], []
+    for size, k, s, d in zip(spatial, kernel, stride, dilation):
+        out = math.ceil(size / s)
+        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+        befores.append(total // 2)
+        pads.append((total // 2, total - total // 2))
+    flat = [p for pair in reversed(pads) for p in pair]  # F.pad wants the last dimension first
+    padded = F.pad(x, flat, value=float("-inf"))
+    values, padded_idx = TORCH[dims](padded, kernel, stride, 0, dilation, return_indices=True)
+    # Indices count positions of the padded tensor: map them back to the unpadded one.
+    coords, rest = [], padded_idx
+    for size, before in reversed(list(zip(padded.shape[2:], befores))):
+        coords.append(rest % size - before)
+        rest = rest // size
+    idx = torch.zeros_like(padded_idx)
+    for coord, size in zip(reversed(coords), spatial):
+        idx = idx * size + coord
+    return values, idx
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize(
+    "kernel, stride, dilation",
+    [(2, 2, 1), (3, 2, 1), (3, 1, 1), (2, 1, 1), (4, 3, 1), (3, 2, 2), (1, 2, 1), (5, 2, 1)],
+)
+def test_same_padding_matches_its_definition(dims, kernel, stride, dilation, device):
+    x = _random(SHAPES[dims], torch.float32, device)
+    k, s, d = (kernel,) * dims, (stride,) * dims, (dilation,) * dims
+    out, idx = OURS[dims](x, kernel, stride, "same", dilation, return_indices=True)
+    ref, ref_idx = _same_reference(x, dims, k, s, d)
+    assert out.shape[2:] == tuple(math.ceil(n / stride) for n in x.shape[2:])
+    assert torch.equal(out, ref)
+    assert torch.equal(idx, ref_idx)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_valid_padding_is_no_padding(dims, device):
+    x = _random(SHAPES[dims], torch.float32, device)
+    assert torch.equal(OURS[dims](x, 3, 2, "valid"), TORCH[dims](x, 3, 2, 0))
+    assert torch.equal(OURS[dims](x, 3, 2, "VALID"), TORCH[dims](x, 3, 2, 0))  # TensorFlow spelling
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("batched", [True, False])
+def test_data_format_channels_last(dims, batched, device):
+    x = _random(SHAPES[dims], torch.float32, device)  # (N, C, *spatial)
+    if not batched:
+        x = x[0]
+    keras = x.movedim(-dims - 1, -1).contiguous()  # (N, *spatial, C), as Keras holds it
+    out, idx = OURS[dims](keras, 3, 2, 1, return_indices=True, data_format="channels_last")
+    ref, ref_idx = TORCH[dims](x, 3, 2, 1, return_indices=True)
+    assert torch.equal(out, ref.movedim(-dims - 1, -1))
+    assert torch.equal(idx, ref_idx.movedim(-dims - 1, -1))
+    assert out.is_contiguous()  # the logical (N, *spatial, C) order is also the memory order
+    grad = torch.randn_like(out)
+    keras.requires_grad_(True)
+    x = x.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(OURS[dims](keras, 3, 2, 1, data_format="channels_last"), keras, grad)
+    (ref_g,) = torch.autograd.grad(TORCH[dims](x, 3, 2, 1), x, grad.movedim(-1, -dims - 1))
+    torch.testing.assert_close(g, ref_g.movedim(-dims - 1, -1), rtol=1e-6, atol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Special values
+# --------------------------------------------------------------------------------------------
+
+
+def _special(kind: str, shape, dtype, device) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    if kind == "ties":  # few distinct values: many ties inside every window
+        return torch.randint(0, 3, shape, generator=g).to(device=device, dtype=dtype)
+    if kind == "all_equal":
+        return torch.full(shape, 0.5, dtype=dtype, device=device)
+    if kind == "signed_zeros":  # -0.0 and 0.0 compare equal; the first one must win, bit for bit
+        signs = torch.randint(0, 2, shape, generator=g).to(torch.float64) * 2 - 1
+        return (signs * 0.0).to(device=device, dtype=dtype)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    pick = torch.rand(shape, generator=g)
+    if kind == "nan":  # some windows hold one NaN, some several
+        x[pick < 0.15] = float("nan")
+    elif kind == "inf":
+        x[pick < 0.2] = float("inf")
+        x[pick > 0.7] = float("-inf")
+    elif kind == "neg_inf":  # many windows entirely -inf
+        x[pick < 0.9] = float("-inf")
+    else:
+        raise ValueError(kind)
+    return x.to(device=device, dtype=dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", ["ties", "all_equal", "signed_zeros", "nan", "inf", "neg_inf"])
+@pytest.mark.parametrize("config", ["k2", "k3s2p1", "k3s1p1d2_ceil"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_special_values(kind, config, dtype, device, layout):
+    kwargs = _kwargs(config, 2)
+    x = _layout(_special(kind, (2, 3, 9, 11), dtype, device), layout).requires_grad_(True)
+    out, idx = kernels.max_pool2d(x, **kwargs, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, **kwargs, return_indices=True)
+    assert _same_bits(out, ref)
+    assert torch.equal(idx, ref_idx)
+    grad = _random(out.shape, dtype, device, seed=2)
+    (g,) = torch.autograd.grad(out, x, grad)
+    torch.testing.assert_close(g, _reference_grad(2, x, kwargs, grad), **_grad_tolerance(dtype, CONFIGS[config][1]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_window_without_any_input_element(device):
+    """With a large dilation a window can hold padding only: -inf and PyTorch's index, no gradient."""
+    x = _random((1, 2, 2, 2), torch.float32, device).requires_grad_(True)
+    out, idx = kernels.max_pool2d(x, 2, 1, 1, 3, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, 2, 1, 1, 3, return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    assert torch.isneginf(out).all()
+    (g,) = torch.autograd.grad(out.sum(), x)
+    assert torch.equal(g, torch.zeros_like(x))  # no element won, so none gets a gradient
+
+
+# --------------------------------------------------------------------------------------------
+# Backward
+# --------------------------------------------------------------------------------------------
+
+
+def _reference_grad(dims, x, kwargs, grad):
+    """PyTorch's input gradient; for 16-bit types the exact float64 one, rounded once.
+
+    PyTorch sums overlapping half-precision gradients in half precision, rounding at every step;
+    we sum in float32 and round once, which is what the float64 reference rounded once gives.
+    """
+    if x.dtype in (torch.float32, torch.float64):
+        return torch.autograd.grad(TORCH[dims](x, **kwargs), x, grad)[0]
+    x64 = x.detach().double().requires_grad_(True)
+    return torch.autograd.grad(TORCH[dims](x64, **kwargs), x64, grad.double())[0].to(x.dtype)
+
+
+def _grad_tolerance(dtype, overlapping: bool) -> dict:
+    """Bitwise where each input gets at most one gradient; else summation-order rounding."""
+    if not overlapping:
+        return dict(rtol=0, atol=0)
+    return dict(rtol=1e-6 if dtype in (torch.float32, torch.float64) else 2**-7, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_backward_matches_torch(dims, config, dtype, device, layout):
+    kwargs = _kwargs(config, dims)
+    overlapping = CONFIGS[config][1]
+    x = _layout(_random(SHAPES[dims], dtype, device), layout).requires_grad_(True)
+    out = OURS[dims](x, **kwargs)
+    grad = _random(out.shape, dtype, device, seed=3)
+    (g,) = torch.autograd.grad(out, x, grad)
+    torch.testing.assert_close(g, _reference_grad(dims, x, kwargs, grad), **_grad_tolerance(dtype, overlapping))
+    assert g.stride() == torch.empty_like(x).stride() or not x.is_contiguous()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_of_an_expanded_gradient(device):
+    """The gradient of out.sum() arrives expanded (stride 0); it must still land right."""
+    x = _random((2, 3, 9, 11), torch.float32, device).requires_grad_(True)
+    (g,) = torch.autograd.grad(kernels.max_pool2d(x, 3, 2, 1).sum(), x)
+    (ref,) = torch.autograd.grad(F.max_pool2d(x, 3, 2, 1).sum(), x)
+    assert torch.equal(g, ref)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "dims, kwargs",
+    [(1, dict(kernel_size=5, stride=1, padding=2)), (2, dict(kernel_size=3, stride=1, padding=1)),
+     (3, dict(kernel_size=3, stride=1, padding=1)), (3, dict(kernel_size=(2, 3, 3), stride=(1, 2, 1), dilation=2))],
+)  # fmt: skip
+def test_backward_is_deterministic(dims, kwargs, device):
+    x = _random((2, 4) + (6, 9, 10)[-dims:], torch.float32, device)
+    x = (x * 4).round().requires_grad_(True)  # ties everywhere: many windows share winners
+    grads = []
+    for _ in range(2):
+        out = OURS[dims](x, **kwargs)
+        grads.append(torch.autograd.grad(out, x, torch.ones_like(out))[0])
+    assert torch.equal(grads[0], grads[1])
+    assert grads[0].sum() == out.numel()  # every output's gradient arrived exactly once
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "dims, kernel_size, code_bytes",
+    [(1, 3, 1), (2, 2, 1), (2, 11, 1), (2, 12, 2), (3, 5, 1), (3, 6, 2)],
+)
+def test_saved_for_backward_is_compact(dims, kernel_size, code_bytes, device):
+    """At most 1 byte per output for windows of up to 127 taps (PyTorch keeps 8-byte indices)."""
+    spatial = (14, 14, 14)[-dims:] if dims == 3 else (24, 24)[-dims:]
+    x = _random((2, 3, *spatial), torch.float32, device).requires_grad_(True)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = OURS[dims](x, kernel_size, 1)
+    assert sum(t.numel() * t.element_size() for t in saved) == code_bytes * out.numel()
+    assert all(t.data_ptr() != x.data_ptr() for t in saved)  # the input itself is not kept
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_forward_without_grad_writes_no_indices(device, monkeypatch):
+    specs = []
+    real_launch = mp._launch
+    monkeypatch.setattr(mp, "_launch", lambda spec, dev: (specs.append(spec), real_launch(spec, dev)))
+    x = _random((2, 3, 8, 8), torch.float32, device)
+    kernels.max_pool2d(x, 2)
+    with torch.no_grad():
+        kernels.max_pool2d(x.requires_grad_(True), 2)
+    kernels.max_pool2d(x, 2)  # requires grad now: the winners are kept for the backward
+    kernels.max_pool2d(x.detach(), 2, return_indices=True)
+    flags = [(s.constexprs["TRACK_ARGMAX"], s.constexprs["WRITE_CODE"], s.constexprs["WRITE_INDICES"]) for s in specs]
+    assert flags == [(False, False, False), (False, False, False), (True, True, False), (True, False, True)]
+
+
+# --------------------------------------------------------------------------------------------
+# Offsets beyond int32
+# --------------------------------------------------------------------------------------------
+
+
+def test_offsets_beyond_int32_use_int64(monkeypatch):
+    """A view reaching past element 2**31 of its storage pools right, without allocating 4 GiB.
+
+    torch.empty does not touch its pages, so the huge storage costs address space only; the test
+    writes (and the kernel reads) just the few elements the view covers.
+    """
+    span = 2**31 + 64
+    storage = torch.empty(span, dtype=torch.float16)
+    x = storage.as_strided((1, 2, 2, 4), (0, 2**31, 8, 1))  # channel 1 starts past 2**31
+    x.copy_(_random(x.shape, torch.float16, "cpu"))
+    specs = []
+    real_launch = mp._launch
+    monkeypatch.setattr(mp, "_launch", lambda spec, dev: (specs.append(spec), real_launch(spec, dev)))
+    out, idx = kernels.max_pool2d(x, 2, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x.clone(), 2, return_indices=True)
+    assert specs[0].constexprs["INT64"]
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+
+
+def test_small_tensors_use_int32_offsets():
+    x = torch.empty(2, 3, 8, 8)
+    out, code, idx = mp._forward_outputs(x, [4, 4], [2, 2], False, True, False)
+    spec = mp.forward_launch_spec(x, out, code, idx, [2, 2], [2, 2], [0, 0], [1, 1], "cuda")
+    assert not spec.constexprs["INT64"]
+
+
+# --------------------------------------------------------------------------------------------
+# Custom op: opcheck, torch.compile
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("save_code, return_indices", [(False, False), (True, False), (True, True)])
+def test_opcheck_forward(save_code, return_indices, device):
+    x = _random((2, 3, 7, 9), torch.float32, device).requires_grad_(save_code)
+    args = (x, [3, 3], [2, 2], [1, 1], [1, 1], [4, 5], False, save_code, return_indices)
+    torch.library.opcheck(torch.ops.tritonpool.max_pool_forward.default, args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_opcheck_backward(channels_last, device):
+    x = _random((2, 3, 7, 9), torch.float32, device).requires_grad_(True)
+    if channels_last:
+        x = x.detach().to(memory_format=torch.channels_last).requires_grad_(True)
+    _, code, _ = torch.ops.tritonpool.max_pool_forward(x, [3, 3], [2, 2], [1, 1], [1, 1], [4, 5], channels_last, True, False)
+    grad = _random(code.shape, torch.float32, device).to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    args = (grad, code, [2, 3, 7, 9], channels_last, [3, 3], [2, 2], [1, 1], [1, 1])
+    torch.library.opcheck(torch.ops.tritonpool.max_pool_backward.default, args)
+
+
+class _TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.pool = kernels.MaxPool2d(2)
+        self.pool3 = kernels.MaxPool2d(3, 2, "same")
+        self.head = torch.nn.Linear(4 * 2 * 2, 2)
+
+    def forward(self, x):
+        x = self.pool3(self.pool(torch.relu(self.conv(x))))
+        return self.head(x.flatten(1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    torch.manual_seed(0)
+    net = _TinyNet().to(device)
+    x = _random((2, 3, 10, 10), torch.float32, device)
+    eager = net(x)
+    eager.sum().backward()
+    eager_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")  # graph breaks would raise
+    out = compiled(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, eager)
+    for p, ref in zip(net.parameters(), eager_grads):
+        torch.testing.assert_close(p.grad, ref)
+
+
+def test_torch_compile_inductor():
+    """The default backend (Inductor) compiles around the op and runs it."""
+    torch.manual_seed(0)
+    net = _TinyNet()
+    x = _random((2, 3, 10, 10), torch.float32, "cpu")
+    compiled = torch.compile(net, fullgraph=True)
+    torch.testing.assert_close(compiled(x), net(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [((2,), {}), ((3, 2, 1), {}), ((3,), dict(stride=1, padding=1, dilation=2, ceil_mode=True, return_indices=True))],
+)
+def test_modules_mirror_torch(dims, args, kwargs):
+    ours = getattr(kernels, f"MaxPool{dims}d")(*args, **kwargs)
+    ref = getattr(torch.nn, f"MaxPool{dims}d")(*args, **kwargs)
+    assert repr(ours) == repr(ref)
+    assert isinstance(ours, getattr(torch.nn, f"MaxPool{dims}d"))
+    x = _random(SHAPES[dims], torch.float32, "cpu")
+    got, want = ours(x), ref(x)
+    if kwargs.get("return_indices"):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    else:
+        assert torch.equal(got, want)
+
+
+def test_module_repr_shows_extensions():
+    pool = kernels.MaxPool2d(3, 2, "same", data_format="channels_last")
+    assert repr(pool) == (
+        "MaxPool2d(kernel_size=3, stride=2, padding=same, dilation=1, ceil_mode=False, data_format=channels_last)"
+    )
+    x = _random((2, 9, 11, 3), torch.float32, "cpu")
+    assert pool(x).shape == (2, 5, 6, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# Invalid arguments: the same mistakes PyTorch rejects, rejected before any launch
+# --------------------------------------------------------------------------------------------
+
+_X2 = (2, 3, 8, 8)
+INVALID = [
+    # (name, shape, dtype, args, kwargs, exception, message fragment)
+    ("kernel 0", _X2, torch.float32, (0,), {}, ValueError, "kernel_size must be >= 1"),
+    ("kernel negative", _X2, torch.float32, ((2, -1),), {}, ValueError, "kernel_size must be >= 1"),
+    ("kernel 3 values", _X2, torch.float32, ((2, 2, 2),), {}, ValueError, "kernel_size must be a single int or a tuple of 2"),
+    ("kernel float", _X2, torch.float32, (2.0,), {}, TypeError, "kernel_size must contain ints"),
+    ("stride 0", _X2, torch.float32, (2, 0), {}, ValueError, "stride must be >= 1"),
+    ("dilation 0", _X2, torch.float32, (2, 1, 0, 0), {}, ValueError, "dilation must be >= 1"),
+    ("padding > half", _X2, torch.float32, (3, 1, 2), {}, ValueError, "padding must be between 0 and kernel_size // 2"),
+    ("padding < 0", _X2, torch.float32, (3, 1, -1), {}, ValueError, "padding must be between 0 and kernel_size // 2"),
+    ("padding string", _X2, torch.float32, (3,), dict(padding="middle"), ValueError, "'valid' or 'same'"),
+    ("same + ceil_mode", _X2, torch.float32, (3,), dict(padding="same", ceil_mode=True), ValueError, "ceil_mode"),
+    ("data_format", _X2, torch.float32, (2,), dict(data_format="NHWC"), ValueError, "data_format must be one of"),
+    ("output < 1", (2, 3, 3, 3), torch.float32, (5,), {}, ValueError, "output size would be (0, 0)"),
+    ("output < 1 dilation", (2, 3, 5, 5), torch.float32, (3, 1, 0, 3), {}, ValueError, "at least 1"),
+    ("2D input", (8, 8), torch.float32, (2,), {}, ValueError, "expected a 3D (C, H, W) or 4D (N, C, H, W) input"),
+    ("5D input", (1, 2, 3, 8, 8), torch.float32, (2,), {}, ValueError, "got a 5D tensor"),
+    ("empty channel", (2, 0, 8, 8), torch.float32, (2,), {}, ValueError, "only the batch dimension may be empty"),
+    ("empty spatial", (2, 3, 0, 8), torch.float32, (2,), {}, ValueError, "only the batch dimension may be empty"),
+    ("int input", _X2, torch.int64, (2,), {}, TypeError, "must be float16, bfloat16, float32 or float64"),
+    ("bool input", _X2, torch.bool, (2,), {}, TypeError, "must be float16, bfloat16, float32 or float64"),
+]
+
+
+@pytest.mark.parametrize("name, shape, dtype, args, kwargs, exc, message", INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_arguments(name, shape, dtype, args, kwargs, exc, message, monkeypatch):
+    monkeypatch.setattr(mp, "_launch", lambda *a: pytest.fail("launched despite invalid arguments"))
+    x = torch.zeros(shape, dtype=dtype)
+    with pytest.raises(exc) as info:
+        kernels.max_pool2d(x, *args, **kwargs)
+    assert message in str(info.value)
+    assert "max_pool2d" in str(info.value)
+    if exc is ValueError:  # code written against PyTorch catches RuntimeError
+        assert isinstance(info.value, RuntimeError)
+
+
+def test_invalid_input_type():
+    with pytest.raises(TypeError, match="input must be a torch.Tensor"):
+        kernels.max_pool1d([1.0, 2.0], 2)
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_invalid_arguments_other_dims(dims):
+    x = torch.zeros(SHAPES[dims])
+    with pytest.raises(ValueError, match=f"max_pool{dims}d: padding must be between 0"):
+        OURS[dims](x, 2, 1, 2)
+    with pytest.raises(ValueError, match=f"max_pool{dims}d: expected a {dims + 1}D"):
+        OURS[dims](torch.zeros(4), 2)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [((0,), {}, "kernel_size must be >= 1"), ((3, 1, 2), {}, "padding must be between"),
+     ((2,), dict(padding="full"), "'valid' or 'same'"), ((2,), dict(data_format="NCHW"), "data_format")],
+)  # fmt: skip
+def test_modules_reject_invalid_arguments_at_construction(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        kernels.MaxPool2d(*args, **kwargs)
