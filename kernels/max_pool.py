@@ -23,6 +23,7 @@ custom ops with autograd -> functional API -> nn.Module drop-ins.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple, Sequence
 
@@ -30,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor, nn
-from triton.runtime.interpreter import InterpretedFunction
+from triton.runtime.interpreter import InterpretedFunction, interpreter_builder
 
 __all__ = [
     "MaxPool1d",
@@ -416,9 +417,82 @@ def _max_pool_backward_kernel(
     tl.store(grad_in_ptr + i_off, acc.to(grad_in_ptr.dtype.element_ty), mask=in_rows & in_cols)
 
 
+def _max_pool_backward_scatter_kernel(
+    grad_out_ptr,  # dL/d(out), logically (N, C, OD, OH, OW); same strides as code
+    code_ptr,  # winning tap of each window, from the forward
+    grad_in_ptr,  # dL/d(input), logically (N, C, D, H, W); zero-filled by the launcher
+    C, D, H, W,  # input sizes (N is implied by ROWS)
+    OD, OH, OW,  # output sizes
+    son, soc, sod, soh, sow,  # strides of grad_out and code, in elements
+    sin, sic, sid, sih, siw,  # strides of grad_in, in elements
+    ROWS, COLS,  # extent of the tile space (over the output, as in the forward)
+    K_D: tl.constexpr, K_H: tl.constexpr, K_W: tl.constexpr,  # kernel size
+    STR_D: tl.constexpr, STR_H: tl.constexpr, STR_W: tl.constexpr,  # stride
+    PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,  # padding before
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,  # dilation
+    C_INNER: tl.constexpr,  # tile columns walk C (else OW)
+    INT64: tl.constexpr,  # offsets may exceed int32
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
+):
+    # The backward for windows that do not overlap, used by the interpreter: each input element
+    # lies in at most one window, so every output writes its gradient straight to its winner with
+    # a plain store (no two programs write the same element: deterministic without atomics).
+    # It touches only the outputs, where the gather visits every input element: about 4x fewer
+    # element accesses for 2x2 windows, which is what the interpreter pays for. On a GPU the
+    # gather's single coalesced pass wins, so the launch heuristic keeps it there.
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if INT64:
+        rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+        cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+    else:
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = rows[:, None]
+    cols = cols[None, :]
+    if C_INNER:
+        ow = rows % OW
+        t = rows // OW
+        oh = t % OH
+        t = t // OH
+        od = t % OD
+        n = t // OD
+        i_outer = n * sin
+        i_inner = cols * sic
+        o_off = (n * son + od * sod + oh * soh + ow * sow) + cols * soc
+    else:
+        ow = cols
+        oh = rows % OH
+        t = rows // OH
+        od = t % OD
+        t = t // OD
+        c = t % C
+        n = t // C
+        i_outer = n * sin + c * sic
+        o_off = (n * son + c * soc + od * sod + oh * soh) + ow * sow
+    in_tile = (rows < ROWS) & (cols < COLS)
+    code = tl.load(code_ptr + o_off, mask=in_tile, other=-1).to(tl.int32)
+    won = code >= 0  # -1: the window held no input element
+    tap = tl.where(won, code, 0)
+    jd = tap // (K_H * K_W)
+    jh = (tap // K_W) % K_H
+    jw = tap % K_W
+    i_off = i_outer + (od * STR_D - PAD_D + jd * DIL_D) * sid + (oh * STR_H - PAD_H + jh * DIL_H) * sih
+    i_off = i_off + (ow * STR_W - PAD_W + jw * DIL_W) * siw
+    if C_INNER:
+        i_off = i_off + i_inner
+    g = tl.load(grad_out_ptr + o_off, mask=won & in_tile, other=0.0)
+    # + 0.0 turns -0.0 into 0.0, as PyTorch's "zeros, then add" does.
+    tl.store(grad_in_ptr + i_off, g + 0.0, mask=won & in_tile)
+
+
 _KERNELS = {
-    "forward": (triton.jit(_max_pool_forward_kernel), InterpretedFunction(_max_pool_forward_kernel)),
-    "backward": (triton.jit(_max_pool_backward_kernel), InterpretedFunction(_max_pool_backward_kernel)),
+    name: (triton.jit(fn), InterpretedFunction(fn))
+    for name, fn in [
+        ("forward", _max_pool_forward_kernel),
+        ("backward", _max_pool_backward_kernel),
+        ("backward_scatter", _max_pool_backward_scatter_kernel),
+    ]
 }
 
 
@@ -435,7 +509,7 @@ CUDA_NUM_WARPS = 4
 # CPU (interpreter): every tl operation costs a fixed Python overhead on top of its per-element
 # cost and every program re-runs the whole kernel body, so fewer, larger tiles win (measured by
 # benchmarks/bench_pool.py).
-CPU_TILE_ELEMENTS = 2**16
+CPU_TILE_ELEMENTS = 2**18
 CPU_MAX_BLOCK_N = 2**12
 # Offsets in int32 unless a tensor spans this many elements (margin below 2**31 for windows that
 # reach past the edge and for padding).
@@ -548,22 +622,33 @@ def backward_launch_spec(
     grad_out: Tensor, code: Tensor, grad_in: Tensor, kernel_size, stride, padding, dilation,
     device_type: str,
 ) -> LaunchSpec:
-    """The backward launch; ``grad_out`` must have the strides of ``code``."""
+    """The backward launch; ``grad_out`` must have the strides of ``code``.
+
+    The gather kernel everywhere, except for windows that do not overlap on CPU, where the
+    scatter kernel (which needs ``grad_in`` zero-filled first) does a quarter of the work.
+    """
     g5, i5 = _as_5d(grad_out), _as_5d(grad_in)
     n, c, d, h, w = i5.shape
     od, oh, ow = g5.shape[2:]
-    c_inner = _tile_on_channels(c, w, i5.stride(1), i5.stride(4), device_type)
-    rows, cols = (n * d * h * w, c) if c_inner else (n * c * d * h, w)
+    overlapping = any((k - 1) * dl >= s for k, s, dl in zip(kernel_size, stride, dilation))
+    scatter = device_type != "cuda" and not overlapping
+    if scatter:  # tiles over the output, like the forward
+        c_inner = _tile_on_channels(c, ow, i5.stride(1), i5.stride(4), device_type)
+        rows, cols = (n * od * oh * ow, c) if c_inner else (n * c * od * oh, ow)
+    else:
+        c_inner = _tile_on_channels(c, w, i5.stride(1), i5.stride(4), device_type)
+        rows, cols = (n * d * h * w, c) if c_inner else (n * c * d * h, w)
     block_m, block_n, warps = launch_config(rows, cols, device_type)
     span = max(_span(g5), _span(i5), rows + block_m, cols + block_n)
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
-        C_INNER=c_inner, INT64=span >= INT32_SPAN_LIMIT, ACC=_acc_dtype(grad_in.dtype),
-        BLOCK_M=block_m, BLOCK_N=block_n,
+        C_INNER=c_inner, INT64=span >= INT32_SPAN_LIMIT, BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
+    if not scatter:
+        constexprs["ACC"] = _acc_dtype(grad_in.dtype)
     args = (grad_out, code, grad_in, c, d, h, w, od, oh, ow, *g5.stride(), *i5.stride(), rows, cols)
     grid = (triton.cdiv(rows, block_m), triton.cdiv(cols, block_n))
-    return LaunchSpec("backward", grid, args, constexprs, warps)
+    return LaunchSpec("backward_scatter" if scatter else "backward", grid, args, constexprs, warps)
 
 
 def _launch(spec: LaunchSpec, device: torch.device) -> None:
@@ -572,7 +657,16 @@ def _launch(spec: LaunchSpec, device: torch.device) -> None:
         with torch.cuda.device(device):
             compiled[spec.grid](*spec.args, **spec.constexprs, num_warps=spec.num_warps)
     elif device.type == "cpu":
-        interpreted[spec.grid](*spec.args, **spec.constexprs)
+        # The interpreter re-checks every int32 add/sub/mul for overflow by redoing it in int64,
+        # several extra whole-tile operations each; our offsets are kept in range by INT64 (and
+        # tested at 2**31), so skip the check for our launches only.
+        builder = interpreter_builder
+        saved = builder.options
+        builder.options = dataclasses.replace(saved, sanitize_overflow=False)
+        try:
+            interpreted[spec.grid](*spec.args, **spec.constexprs)
+        finally:
+            builder.options = saved
     else:
         raise RuntimeError(f"tritonpool max pooling runs on CUDA and CPU tensors, got a {device.type} tensor")
 
@@ -650,6 +744,8 @@ def max_pool_backward(
         # this layout, and otherwise (e.g. an expanded gradient of a sum) this is one small copy.
         grad_output = torch.empty_like(code, dtype=grad_output.dtype).copy_(grad_output)
     spec = backward_launch_spec(grad_output, code, grad_in, kernel_size, stride, padding, dilation, grad_in.device.type)
+    if spec.kernel == "backward_scatter":
+        grad_in.zero_()  # outside the interpreter: a memset
     _launch(spec, grad_in.device)
     return grad_in
 

@@ -564,3 +564,33 @@ def test_invalid_arguments_other_dims(dims):
 def test_modules_reject_invalid_arguments_at_construction(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         kernels.MaxPool2d(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# The GPU's launches, run through the interpreter
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout):
+    """What a GPU launches (its tiles, its tile axis, the gather backward also for windows that
+    do not overlap, which CPU runs otherwise scatter) gives PyTorch's results in the interpreter."""
+    kwargs = _kwargs(config, dims)
+    x = _layout(_random(SHAPES[dims], dtype, "cpu"), layout).requires_grad_(True)
+    ref, ref_idx = TORCH[dims](x, **kwargs, return_indices=True)
+    k, s, p, d = (mp._as_tuple("", "", kwargs.get(name, default), dims) for name, default in
+                  [("kernel_size", None), ("stride", kwargs["kernel_size"]), ("padding", 0), ("dilation", 1)])  # fmt: skip
+    channels_last = layout == "channels_last" and dims > 1
+    out, code, idx = mp._forward_outputs(x, ref.shape[2:], k, channels_last, True, True)
+    mp._launch(mp.forward_launch_spec(x, out, code, idx, k, s, p, d, "cuda"), x.device)
+    assert _same_bits(out, ref) and torch.equal(idx, ref_idx)
+
+    grad = _random(ref.shape, dtype, "cpu", seed=4)
+    grad_in = torch.empty_like(x)
+    spec = mp.backward_launch_spec(torch.empty_like(code, dtype=dtype).copy_(grad), code, grad_in, k, s, p, d, "cuda")
+    assert spec.kernel == "backward"
+    mp._launch(spec, x.device)
+    torch.testing.assert_close(grad_in, _reference_grad(dims, x, kwargs, grad), **_grad_tolerance(dtype, CONFIGS[config][1]))
