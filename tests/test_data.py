@@ -1,0 +1,254 @@
+"""Data: generated shapes (deterministic, lazy, learnable), image folders, torchvision, loaders, bad input."""
+
+import re
+import struct
+from dataclasses import asdict
+
+import pytest
+import torch
+from PIL import Image
+from torch.testing import assert_close
+from torch.utils.data import TensorDataset
+
+from data import SHAPES, GeneratedShapes, build_datasets, make_loader
+from data.real import BUILT_INS, IMAGENET_MEAN, IMAGENET_STD
+from data.shapes import MEAN, STD
+from models import PoolConfig, build_model
+
+# --------------------------------------------------------------------------------------------
+# GeneratedShapes
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image_size", [24, (20, 36)])
+def test_generated_is_deterministic_per_seed(image_size):
+    a, b = GeneratedShapes(8, image_size=image_size, seed=3), GeneratedShapes(8, image_size=image_size, seed=3)
+    for i in reversed(range(8)):  # the order of access must not matter
+        (x, label), (y, other_label) = a[i], b[i]
+        assert_close(x, y, rtol=0, atol=0)
+        assert label == other_label
+
+
+@pytest.mark.parametrize("other", [dict(seed=4), dict(stream=1)], ids=["seed", "stream"])
+def test_generated_differs_across_seeds_and_streams(other):
+    a, b = GeneratedShapes(8, image_size=24, seed=3), GeneratedShapes(8, image_size=24, **{"seed": 3, **other})
+    for i in range(8):
+        assert (a[i][0] - b[i][0]).abs().mean() > 0.1
+
+
+@pytest.mark.parametrize("num_classes", [2, 3, len(SHAPES)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_generated_images_and_labels(channels, num_classes):
+    dataset = GeneratedShapes(4 * num_classes, image_size=(20, 36), num_classes=num_classes, channels=channels)
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    images = torch.stack(images)
+    assert images.shape == (4 * num_classes, channels, 20, 36) and images.dtype == torch.float32
+    assert images.min() >= -MEAN / STD and images.max() <= (1 - MEAN) / STD
+    assert sorted(labels) == sorted(list(range(num_classes)) * 4)  # balanced
+    assert dataset.classes == SHAPES[:num_classes]
+
+
+def test_generated_is_lazy():
+    dataset = GeneratedShapes(10**12, image_size=32)
+    kept = sum(v.numel() for v in vars(dataset).values() if isinstance(v, torch.Tensor))
+    assert kept <= 2 * 32  # coordinates only, whatever the length
+    assert dataset[10**12 - 1][0].shape == (3, 32, 32)
+    with pytest.raises(IndexError, match="index 1000000000000 out of range"):
+        dataset[10**12]
+
+
+def test_generated_is_learnable():
+    # A short run of the seed's pooled model must get well above chance (0.5; about 0.85 here).
+    torch.manual_seed(0)
+    train = GeneratedShapes(1000, image_size=40, seed=0)
+    val = GeneratedShapes(200, image_size=40, seed=0, stream=1)
+    model = build_model("tinyvgg", pool=PoolConfig(backend="torch"), image_size=40)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for epoch in range(4):
+        for x, y in make_loader(train, batch_size=32, shuffle=True, seed=epoch):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y.float())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    x, y = next(iter(make_loader(val, batch_size=len(val))))
+    with torch.no_grad():
+        accuracy = ((model(x).squeeze(1) > 0).long() == y).float().mean().item()
+    assert accuracy >= 0.7
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_samples=0), r"GeneratedShapes: num_samples must be an int >= 1, got 0"),
+        (dict(image_size=8), r"GeneratedShapes: image_size must be an int >= 16 or a pair of them, got 8"),
+        (dict(image_size=(32, 32, 3)), r"GeneratedShapes: image_size must be an int >= 16"),
+        (dict(num_classes=1), r"GeneratedShapes: num_classes must be an int in \[2, 6\]"),
+        (dict(num_classes=7), r"GeneratedShapes: num_classes must be an int in \[2, 6\]"),
+        (dict(channels=2), r"GeneratedShapes: channels must be 1 \(grayscale\) or 3 \(RGB\), got 2"),
+    ],
+)
+def test_generated_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GeneratedShapes(**{"num_samples": 10, **kwargs})
+
+
+# --------------------------------------------------------------------------------------------
+# build_datasets: the default, image folders, torchvision's datasets
+# --------------------------------------------------------------------------------------------
+
+
+def test_default_dataset_is_the_seeds_split_of_generated_shapes():
+    train, val, info = build_datasets()
+    assert (len(train), len(val)) == (1500, 500)
+    assert asdict(info) == dict(
+        name="shapes", source="generated (seed=0)", num_classes=2, channels=3, image_size=(64, 64),
+        train_size=1500, val_size=500, classes=("disk", "cross"),
+    )  # fmt: skip
+    assert train[0][0].shape == (3, 64, 64)
+    assert (train[0][0] - val[0][0]).abs().mean() > 0.1  # validation is its own stream
+
+
+def _write_image_folders(root, splits=("train", "test"), classes=("pizza", "steak"), per_class=3):
+    colours = {"pizza": (220, 40, 30), "steak": (90, 60, 30), "sushi": (250, 250, 250)}
+    for split in splits:
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (30 + 7 * i, 20 + 5 * i), colours[name]).save(folder / f"{i}.jpg")
+
+
+@pytest.mark.parametrize("in_channels, channels", [(None, 3), (3, 3), (1, 1)])
+@pytest.mark.parametrize("augment", [False, True])
+def test_image_folder(tmp_path, in_channels, channels, augment):
+    _write_image_folders(tmp_path)
+    train, val, info = build_datasets(
+        "imagefolder", root=tmp_path, image_size=(16, 20), in_channels=in_channels, augment=augment
+    )
+    assert (info.num_classes, info.channels, info.classes) == (2, channels, ("pizza", "steak"))
+    assert (info.train_size, info.val_size, info.source) == (6, 6, str(tmp_path))
+    image, label = val[0]
+    assert image.shape == (channels, 16, 20) and image.dtype == torch.float32 and label == 0
+    if channels == 3:  # a flat red image, normalized with ImageNet's statistics (JPEG is lossy)
+        expected = [(c / 255 - m) / s for c, m, s in zip((220, 40, 30), IMAGENET_MEAN, IMAGENET_STD)]
+        assert_close(image.mean((1, 2)), torch.tensor(expected), atol=0.1, rtol=0)
+    images, labels = next(iter(make_loader(train, batch_size=4, shuffle=True, seed=0)))
+    assert images.shape == (4, channels, 16, 20) and labels.shape == (4,)
+
+
+def test_image_folder_accepts_val_and_subsets(tmp_path):
+    _write_image_folders(tmp_path, splits=("train", "val"))
+    train, val, info = build_datasets("imagefolder", root=tmp_path, image_size=16, train_size=4, val_size=2, seed=1)
+    again, _, _ = build_datasets("imagefolder", root=tmp_path, image_size=16, train_size=4, val_size=2, seed=1)
+    assert (len(train), len(val), info.train_size, info.val_size) == (4, 2, 4, 2)
+    assert train.indices == again.indices
+
+
+@pytest.mark.parametrize(
+    "splits, classes, kwargs, error, message",
+    [
+        (("train",), ("pizza", "steak"), {}, FileNotFoundError, r"imagefolder: no test or val/ folder in .*train/<class>"),
+        ((), (), {}, FileNotFoundError, r"imagefolder: no train/ folder in"),
+        (("train", "test"), ("pizza", "steak"), dict(num_classes=3), ValueError, r"num_classes=3 but imagefolder at .* has 2 classes"),
+        (("train", "test"), ("pizza", "steak"), dict(train_size=7), ValueError, r"train_size=7 exceeds the 6 images available"),
+    ],
+)  # fmt: skip
+def test_image_folder_errors(tmp_path, splits, classes, kwargs, error, message):
+    _write_image_folders(tmp_path, splits, classes)
+    with pytest.raises(error, match=message):
+        build_datasets("imagefolder", root=tmp_path, image_size=16, **kwargs)
+
+
+def test_image_folder_splits_must_share_classes(tmp_path):
+    _write_image_folders(tmp_path, splits=("train",))
+    _write_image_folders(tmp_path, splits=("test",), classes=("pizza", "sushi"))
+    with pytest.raises(ValueError, match=r"has classes \['pizza', 'steak'\] but .* has \['pizza', 'sushi'\]"):
+        build_datasets("imagefolder", root=tmp_path, image_size=16)
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_INS))
+def test_built_in_without_files_says_where_and_how(tmp_path, name):
+    where = re.escape(str(tmp_path / BUILT_INS[name].files))
+    message = rf"{name}: dataset files not found \(looked in {where}\); pass download=True"
+    with pytest.raises(FileNotFoundError, match=message):
+        build_datasets(name, root=tmp_path)
+
+
+def _write_idx(path, data: torch.Tensor) -> None:
+    """torchvision's MNIST file format: big-endian magic (uint8 type code, rank), sizes, then bytes."""
+    header = struct.pack(">I", 0x0800 + data.dim()) + b"".join(struct.pack(">I", n) for n in data.shape)
+    path.write_bytes(header + data.to(torch.uint8).numpy().tobytes())
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashionmnist", "FashionMNIST")])
+def test_grayscale_built_in_feeds_a_one_channel_model(tmp_path, name, folder):
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(0)
+    for prefix, count in (("train", 6), ("t10k", 4)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (count, 28, 28), generator=generator))
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", torch.arange(count) % 10)
+    train, val, info = build_datasets(name, root=tmp_path, image_size=28)
+    assert (len(train), len(val), info.channels, info.num_classes) == (6, 4, 1, 10)
+    images, labels = next(iter(make_loader(train, batch_size=6)))
+    assert images.shape == (6, 1, 28, 28) and labels.tolist() == [0, 1, 2, 3, 4, 5]
+    model = build_model("tinyvgg", pool=PoolConfig(backend="torch"), in_channels=info.channels,
+                        num_classes=info.num_classes, image_size=28)  # fmt: skip
+    assert model(images).shape == (6, 10)
+    rgb, _, rgb_info = build_datasets(name, root=tmp_path, image_size=32, in_channels=3)
+    assert rgb[0][0].shape == (3, 32, 32) and rgb_info.channels == 3
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    [
+        ("imagenet", {}, r"dataset name must be one of \('shapes', 'imagefolder', 'mnist', 'fashionmnist', 'cifar10'\)"),
+        ("shapes", dict(augment=True), r"augment=True is for real images"),
+        ("shapes", dict(image_size=0), r"image_size must be an int >= 1, got 0"),
+        ("shapes", dict(image_size=(32, 32, 32)), r"image_size must be an int or a pair"),
+        ("shapes", dict(image_size=8), r"GeneratedShapes: image_size must be an int >= 16"),
+        ("shapes", dict(train_size=0), r"train_size must be an int >= 1, got 0"),
+        ("shapes", dict(val_size=-5), r"val_size must be an int >= 1, got -5"),
+        ("shapes", dict(in_channels=2), r"in_channels must be None \(the dataset's own\), 1 or 3, got 2"),
+        ("shapes", dict(num_classes=1), r"num_classes must be an int >= 2, got 1"),
+        ("shapes", dict(num_classes=7), r"GeneratedShapes: num_classes must be an int in \[2, 6\]"),
+        ("mnist", {}, r"root is required for dataset 'mnist'"),
+    ],
+)  # fmt: skip
+def test_build_datasets_invalid_arguments(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_datasets(name, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Loaders
+# --------------------------------------------------------------------------------------------
+
+
+def _order(seed: int, shuffle: bool = True) -> list[int]:
+    loader = make_loader(TensorDataset(torch.arange(50)), batch_size=8, shuffle=shuffle, seed=seed)
+    return [int(i) for (batch,) in loader for i in batch]
+
+
+def test_loader_shuffles_by_seed():
+    assert _order(1) == _order(1)
+    assert _order(1) != _order(2)
+    assert sorted(_order(1)) == list(range(50))
+    assert _order(1, shuffle=False) == list(range(50))
+
+
+@pytest.mark.parametrize("device, pinned", [("cpu", False), ("cuda", True), (torch.device("cuda:0"), True)])
+def test_loader_pins_memory_for_cuda(device, pinned):
+    assert make_loader(TensorDataset(torch.arange(4)), device=device).pin_memory is pinned
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(batch_size=0), r"batch_size must be an int >= 1, got 0"),
+        (dict(num_workers=-1), r"num_workers must be an int >= 0"),
+    ],
+)
+def test_loader_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_loader(TensorDataset(torch.arange(4)), **kwargs)
