@@ -1,0 +1,380 @@
+"""train.py, conf/ and MLflow tracking: composition, validation, real runs and sweeps, failures."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import train as train_module
+from training import tracking
+from training.config import ConfigError, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# A few batches of tiny images: each subprocess run takes seconds, not minutes.
+TINY = [
+    "data.image_size=24",
+    "data.train_size=64",
+    "data.val_size=32",
+    "trainer.batch_size=16",
+    "trainer.epochs=2",
+    "trainer.profile_pool_steps=2",
+]
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def _run(tmp_path: Path, *overrides: str, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
+    """``python train.py`` in ``tmp_path`` (its launch directory), recording into tmp_path/mlflow.db."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _client(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def _runs(client, experiment: str = "tritonpool"):
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"experiment {experiment!r} was not created"
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"], max_results=100)
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration: every option composes, invalid values are rejected by name
+# --------------------------------------------------------------------------------------------
+
+GROUP_OPTIONS = {
+    "model": ["tinyvgg", "strided", "resnet"],
+    "pool": ["max", "avg", "none"],
+    "data": ["shapes", "imagefolder", "torchvision"],
+    "trainer": ["default"],
+    "tracking": ["default"],
+    "experiment": ["seed_pooling"],
+    "hparams_search": ["optuna"],
+}
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g, options in GROUP_OPTIONS.items() for o in options])
+def test_every_config_option_composes_and_validates(group, option):
+    extra = ["data.root=/some/folder"] if option == "imagefolder" else []
+    cfg = _compose(f"{group}={option}", *extra)
+    settings = validate(cfg)
+    if group in ("model", "pool"):
+        assert settings[group]["name" if group == "model" else "type"] == option
+    if option == "seed_pooling":
+        assert settings["data"]["image_size"] == 224 and settings["trainer"]["epochs"] == 4
+        assert settings["trainer"]["batch_size"] == 32 and settings["trainer"]["optimizer"] == "adam"
+        assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params.pool == "max,none"
+    if option == "optuna":
+        assert cfg.hydra.sweeper.direction == "maximize"
+        assert set(cfg.hydra.sweeper.params) == {"pool.size", "pool.stride", "trainer.lr"}
+
+
+def test_every_default_carries_a_comment():
+    for path in CONF.rglob("*.yaml"):
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            is_value = re.match(r"^[\w.]+:\s*\S", stripped) and not stripped.startswith(("_target_", "#"))
+            if is_value and "@package" not in stripped:
+                assert "#" in line, f"{path.relative_to(ROOT)}: default without a comment: {line!r}"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["pool.size=0"], "pool.size must be an int >= 1"),
+        (["pool.padding=middle"], "pool.padding must be an int >= 0, a pair [height, width] of them, 'valid' or 'same'"),
+        (["pool.padding=2"], "pool.padding must be at most pool.size // 2"),
+        (["pool.stride=[1, 2, 3]"], "pool.stride must be an int >= 1 or a pair"),
+        (["pool=avg", "pool.dilation=2"], "pool.dilation must be 1 for pool.type=avg"),
+        (["pool.padding=same", "pool.ceil_mode=true"], "pool.ceil_mode must be false"),
+        (["trainer.lr=-1"], "trainer.lr must be > 0"),
+        (["trainer.epochs=0"], "trainer.epochs must be an int >= 1"),
+        (["trainer.momentum=1.5"], "trainer.momentum must be in [0, 1)"),
+        (["data.in_channels=2"], "data.in_channels must be null"),
+        (["data=imagefolder", "data.root=null"], "data.root must be the folder holding the imagefolder files"),
+        (["model.width=0"], "model.width must be an int >= 1"),
+        (["model=resnet", "model.widths=[]"], "model.widths must be a non-empty list"),
+    ],
+)
+def test_out_of_range_values_are_rejected_by_name(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        validate(_compose(*overrides))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model=vgg16", "Could not find 'model/vgg16'"),
+        ("pool.type=median", "Invalid value 'median', expected one of [max, avg, none]"),
+        ("pool.backend=cudnn", "expected one of [auto, triton, torch]"),
+        ("trainer.optimizer=lbfgs", "expected one of [adam, adamw, sgd]"),
+        ("trainer.lr=fast", "trainer.lr"),
+        ("trainer.epochs=2.5", "trainer.epochs"),
+        ("pool.sizee=2", "sizee"),
+    ],
+)
+def test_typos_and_wrong_types_are_rejected_at_composition(override, message):
+    with pytest.raises(Exception) as info:
+        _compose(override)
+    text = str(info.value) + str(getattr(info.value, "__cause__", ""))
+    assert message in text
+
+
+def test_invalid_override_stops_train_py_before_any_work(tmp_path):
+    result = _run(tmp_path, "pool.size=0", check=False, timeout=120)
+    assert result.returncode != 0
+    assert "pool.size must be an int >= 1" in result.stderr
+    assert "Epoch" not in result.stdout
+    assert not (tmp_path / "mlflow.db").exists()  # nothing recorded for a run that never started
+
+
+def test_unreachable_tracking_server_fails_before_training(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    result = _run(tmp_path, f"tracking.uri=http://user:secret@127.0.0.1:{port}", check=False, timeout=120)
+    assert result.returncode != 0
+    assert f"the tracking server http://user:***@127.0.0.1:{port} is unreachable" in result.stderr
+    assert "secret" not in result.stdout + result.stderr
+    assert "Epoch" not in result.stdout
+    assert time.monotonic() - start < 60
+
+
+# --------------------------------------------------------------------------------------------
+# A real run
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_run_records_params_metrics_artifacts_and_model(tmp_path):
+    result = _run(tmp_path, *TINY)
+    lines = result.stdout.splitlines()
+    epoch_lines = [line for line in lines if line.startswith("Epoch ")]
+    assert len(epoch_lines) == 2
+    assert re.fullmatch(
+        r"Epoch 1/2 - 4/4 - \d+s - loss: \d\.\d{4} - accuracy: \d\.\d{4} - val_loss: \d\.\d{4} - val_accuracy: \d\.\d{4}",
+        epoch_lines[0],
+    ), epoch_lines[0]
+    assert f"sqlite:///{tmp_path / 'mlflow.db'}" in result.stdout
+    assert "browse: mlflow ui" in result.stdout
+
+    client = _client(tmp_path)
+    (run,) = _runs(client)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "tinyvgg-max-k2-s2"
+    params = run.data.params
+    assert params["pool.size"] == "2" and params["model.name"] == "tinyvgg" and params["pool.type"] == "max"
+    assert params["trainer.lr"] == "0.001" and params["data.image_size"] == "24"
+    assert int(params["num_params"]) > 0
+    assert params["pool_backend"] == "torch"  # auto on CPU
+    assert params["device"] == "cpu"
+    assert not any(k.startswith("hydra") for k in params)
+
+    tags = run.data.tags
+    assert tags["hydra.job.name"] == "train"
+    assert "data.image_size=24" in tags["hydra.overrides"]
+    assert tags["torch_version"] == torch.__version__ and tags["triton_version"]
+    assert "cuda_version" in tags
+    assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"])
+
+    for name in ["loss", "accuracy", "val_loss", "val_accuracy", "train_images_per_sec", "val_images_per_sec", "epoch_time_sec"]:
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == [1, 2], name
+        assert all(m.value >= 0 for m in history), name
+    assert 0 < run.data.metrics["pool_time_share"] < 1
+    assert run.data.metrics["pool_time_ms_per_step"] > 0
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config", "learning_curves.png", "model_summary.txt"} <= artifacts
+    config_files = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
+    assert config_files == {"config/config.yaml", "config/overrides.txt"}
+    summary = client.download_artifacts(run.info.run_id, "model_summary.txt", str(tmp_path))
+    assert "Total params" in Path(summary).read_text()
+    assert (tmp_path / "mlartifacts").is_dir()  # artifacts live beside the database
+
+    inputs = run.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.name == "shapes"
+
+    # The logged model reloads and scores the validation set as the run did.
+    import mlflow.pytorch
+
+    import data
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    model = mlflow.pytorch.load_model(run.data.tags["model_uri"])
+    _, val_set, _ = data.build_datasets("shapes", image_size=24, train_size=64, val_size=32, seed=0)
+    images = torch.stack([val_set[i][0] for i in range(len(val_set))])
+    labels = torch.tensor([val_set[i][1] for i in range(len(val_set))])
+    with torch.no_grad():
+        predictions = (model(images.contiguous(memory_format=torch.channels_last)).squeeze(1) > 0).long()
+    accuracy = (predictions == labels).float().mean().item()
+    assert accuracy == pytest.approx(run.data.metrics["val_accuracy"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_same_seed_gives_same_metrics(tmp_path):
+    for _ in range(2):
+        _run(tmp_path, *TINY, "tracking.log_model=false", "trainer.profile_pool_steps=0")
+    client = _client(tmp_path)
+    first, second = _runs(client)
+    for name in ["loss", "accuracy", "val_loss", "val_accuracy"]:
+        a = [m.value for m in client.get_metric_history(first.info.run_id, name)]
+        b = [m.value for m in client.get_metric_history(second.info.run_id, name)]
+        assert a == b, name
+
+
+def test_triton_and_torch_backends_train_identically():
+    """The same seed gives the same losses whichever kernel pools (ours through the interpreter)."""
+    histories = {}
+    for backend in ("triton", "torch"):
+        cfg = _compose(*TINY, "data.train_size=32", "data.val_size=16", f"pool.backend={backend}")
+        settings = validate(cfg)
+        histories[backend] = train_module.train(settings, tracking.NullTracker())
+    for ours, theirs in zip(histories["triton"], histories["torch"]):
+        assert (ours.loss, ours.accuracy, ours.val_loss, ours.val_accuracy) == (
+            theirs.loss, theirs.accuracy, theirs.val_loss, theirs.val_accuracy,
+        )  # fmt: skip
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(tmp_path):
+    cfg = _compose(*TINY, "trainer.lr=1e30", "trainer.optimizer=sgd", "trainer.momentum=0")
+    with pytest.raises(RuntimeError, match=r"the training loss became (nan|inf) at epoch \d+, step \d+"):
+        train_module.train(validate(cfg), tracking.NullTracker())
+
+
+# --------------------------------------------------------------------------------------------
+# Failures end runs properly
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_exception_ends_run_failed_with_traceback(tmp_path):
+    result = _run(tmp_path, *TINY, "trainer.lr=1e30", "trainer.optimizer=sgd", "trainer.momentum=0", check=False)
+    assert result.returncode != 0
+    client = _client(tmp_path)
+    (run,) = _runs(client)
+    assert run.info.status == "FAILED"
+    assert "NonFiniteLossError" in run.data.tags["error"]
+    text = Path(client.download_artifacts(run.info.run_id, "error/traceback.txt", str(tmp_path))).read_text()
+    assert "Traceback" in text and "the training loss became" in text
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_run_killed(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *TINY, "trainer.epochs=200", "tracking.log_model=false"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        # Wait for training to be under way: the first epoch line.
+        deadline = time.monotonic() + 180
+        for line in process.stdout:
+            if line.startswith("Epoch 1/200") or time.monotonic() > deadline:
+                break
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    (run,) = _runs(_client(tmp_path))
+    assert run.info.status == "KILLED"
+    assert "KeyboardInterrupt" in run.data.tags["error"]
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps: a parent run, a child per job, a comparison
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_multirun_sweep_is_a_parent_with_children_and_a_comparison(tmp_path):
+    result = _run(
+        tmp_path, "-m", "pool.size=2,3", "pool.stride=2", "model=tinyvgg,strided", *TINY, "data.image_size=32",
+        "trainer.epochs=1", "tracking.log_model=false", "trainer.profile_pool_steps=0",
+    )  # fmt: skip
+    client = _client(tmp_path)
+    runs = _runs(client)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 4 and len(runs) == 5
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name.startswith("sweep: pool.size=2,3 pool.stride=2 model=tinyvgg,strided")
+    assert parent.data.params["sweep.pool.size"] == "2,3"
+    assert parent.data.params["sweep.model"] == "tinyvgg,strided"
+    assert {c.data.tags["hydra.job.num"] for c in children} == {"0", "1", "2", "3"}
+    assert {c.info.run_name for c in children} == {"tinyvgg-max-k2-s2", "tinyvgg-max-k3-s2", "strided"}
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison.csv", "comparison.md", "comparison.png"} <= artifacts
+    table = Path(client.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))).read_text()
+    header, *rows = table.strip().splitlines()
+    assert header.split(",")[:5] == ["job", "run", "status", "overrides", "num_params"]
+    assert {"val_accuracy", "val_loss", "accuracy", "train_images_per_sec"} <= set(header.split(","))
+    assert len(rows) == 4
+    assert "| tinyvgg-max-k3-s2 | FINISHED | pool.size=3 model=tinyvgg |" in result.stdout
+    assert parent.data.metrics["jobs"] == 4 and parent.data.metrics["failed_jobs"] == 0
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_recorded_and_the_others_kept(tmp_path):
+    # pool.size=4 shrinks 24x24 images below one pixel in tinyvgg's third block: that job fails.
+    result = _run(
+        tmp_path, "-m", "pool.size=2,4", *TINY, "trainer.epochs=1", "tracking.log_model=false",
+        "trainer.profile_pool_steps=0", check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    runs = _runs(_client(tmp_path))
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = {r.data.tags["hydra.job.num"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert children["0"].info.status == "FINISHED" and "val_accuracy" in children["0"].data.metrics
+    assert children["1"].info.status == "FAILED" and "would turn its" in children["1"].data.tags["error"]
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics["failed_jobs"] == 1
+    assert "| 1 | tinyvgg-max-k4-s4 | FAILED | pool.size=4 |" in result.stdout
+
+
+@pytest.mark.slow
+def test_optuna_sweep_runs_trials_as_children(tmp_path):
+    _run(
+        tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2", *TINY, "trainer.epochs=1",
+        "tracking.log_model=false", "trainer.profile_pool_steps=0",
+    )  # fmt: skip
+    runs = _runs(_client(tmp_path))
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.run_name == "optuna-pool-lr"
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    assert parent.info.status == "FINISHED"
+    assert all(float(c.data.params["trainer.lr"]) != 0.001 for c in children)  # suggested, not the default

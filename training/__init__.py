@@ -1,0 +1,1 @@
+"""Training around the models: typed config, the loop, MLflow tracking and sweeps."""
