@@ -1,0 +1,138 @@
+"""The pooling benchmark and the kernel inspector run end to end and report plausible figures."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+WIDTHS = {8, 16, 32, 64, 128}
+
+
+@pytest.fixture
+def inspect_kernels(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their sibling cases.py
+    import inspect_kernels
+
+    return inspect_kernels
+
+
+def test_quick_benchmark_prints_writes_csv_and_logs_one_mlflow_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    csv_path, uri = tmp_path / "bench.csv", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = [sys.executable, str(BENCHMARKS / "bench_pool.py"), "--quick", "--device", "cpu"]
+    command += ["--csv", str(csv_path), "--mlflow", "--tracking-uri", uri]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["OMP_NUM_THREADS"] = "1"  # the figures do not matter here; sharing the cores with xdist does
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "copy bandwidth:" in result.stdout and "median ms" in result.stdout
+
+    rows = list(csv.DictReader(open(csv_path)))
+    # --quick: 2 cases x 2 layouts x float32 x 4 modes x 2 providers
+    assert len(rows) == 32
+    assert {(r["case"], r["layout"], r["mode"], r["provider"]) for r in rows} == {
+        (case, layout, mode, provider)
+        for case in ("seed", "resnet_stem")
+        for layout in ("contiguous", "channels_last")
+        for mode in ("forward", "forward_train", "backward", "forward_backward")
+        for provider in ("ours", "torch")
+    }
+    copy_gbps = float(rows[0]["copy_gb_per_s"])
+    assert copy_gbps > 0.1
+    for row in rows:
+        assert row["error"] == "", row
+        assert row["label"] == {"ours": "tritonpool (interpreter)", "torch": "torch (CPU)"}[row["provider"]]
+        ms, gbps, pct = float(row["median_ms"]), float(row["gb_per_s"]), float(row["pct_of_copy"])
+        assert 0 < ms < 60_000 and int(row["runs"]) >= 3
+        assert math.isclose(gbps, int(row["bytes"]) / (ms * 1e-3) / 1e9, rel_tol=1e-3)
+        assert math.isclose(pct, 100 * gbps / copy_gbps, rel_tol=1e-3)
+
+        # The documented traffic: input and output once, plus the index bytes per output that
+        # the provider writes (PyTorch: int64 indices on every 2D forward; ours: a 1-byte code
+        # only when a backward will need it).
+        n, c, h, w = map(int, row["shape"].split("x"))
+        outputs = n * c * (h // 2 if row["case"] == "seed" else (h + 1) // 2) ** 2
+        index_bytes = 8 if row["provider"] == "torch" else (0 if row["mode"] == "forward" else 1)
+        assert float(row["index_bytes_per_output"]) == index_bytes
+        once = 4 * n * c * h * w + 4 * outputs + index_bytes * outputs
+        assert int(row["bytes"]) == (2 * once if row["mode"] == "forward_backward" else once)
+
+    by_key = {(r["case"], r["layout"], r["mode"], r["provider"]): r for r in rows}
+    for (case, layout, mode, provider), row in by_key.items():
+        if provider == "ours":
+            torch_ms = float(by_key[case, layout, mode, "torch"]["median_ms"])
+            assert math.isclose(float(row["speedup_vs_torch"]), torch_ms / float(row["median_ms"]), rel_tol=1e-6)
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("benchmarks")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert {"device", "torch", "triton", "case.seed", "case.resnet_stem"} <= set(run.data.params)
+    assert run.data.params["case.seed"].startswith("2D 1x2x222x222")
+    logged = run.data.metrics["seed/channels_last/float32/forward_backward/ours/ms"]
+    assert math.isclose(logged, float(by_key["seed", "channels_last", "forward_backward", "ours"]["median_ms"]))
+    assert run.data.metrics["copy_gb_per_s"] > 0
+    assert "resnet_stem/contiguous/float32/backward/speedup_vs_torch" in run.data.metrics
+
+
+def test_inspector_reports_registers_spills_and_access_widths(inspect_kernels):
+    rows = inspect_kernels.inspect_all(
+        ["resnet_stem"], ["float16"], ["channels_last", "contiguous"], ["fwd+code", "bwd"], [90], echo=False
+    )
+    assert len(rows) == 4
+    for row in rows:
+        assert 16 <= row["regs"] <= 255
+        assert row["spill_bytes"] >= 0 and row["spill_instructions"] >= 0 and row["shared_bytes"] >= 0
+        assert 0 < row["warps_per_sm"] <= 64
+        for column in ("loads", "stores"):
+            accesses = dict(item.split(":") for item in row[column].split())
+            assert "?" not in accesses, row  # every access traced to its tl.load/tl.store
+            assert all(int(w) in WIDTHS for ws in accesses.values() for w in ws.split("/"))
+    forward = {row["layout"]: row for row in rows if row["variant"] == "fwd+code"}
+    # channels_last float16 with 64 channels: x read and pooled values written 8 lanes at a time.
+    assert "x:128" in forward["channels_last"]["loads"].split()
+    assert "out:128" in forward["channels_last"]["stores"].split()
+    assert {"code", "out"} <= {item.split(":")[0] for item in forward["contiguous"]["stores"].split()}
+    backward = [row for row in rows if row["variant"] == "bwd"]
+    assert all(row["kernel"] == "backward" and "grad_in:" in row["stores"] for row in backward)
+
+
+def test_inspector_parses_sass_and_ptx_widths(inspect_kernels):
+    sass = """
+        /*05c0*/               @P6 LDG.E.128 R20, desc[UR4][R26.64] ;
+        /*09e0*/              @!P3 LDG.E.U16 R41, desc[UR6][R2.64] ;
+        /*0a00*/                   LDG.E.LTC128B R4, desc[UR4][R2.64] ;
+        /*0a10*/                   LDG.E.64.CONSTANT R6, desc[UR4][R8.64] ;
+        /*8a30*/               @P4 STG.E.U8 desc[UR4][R4.64], R233 ;
+        /*2e30*/                   STL [R1+0x24], R47 ;
+        /*2e40*/                   FMNMX R3, R4, R5, !PT ;
+    """
+    assert inspect_kernels.sass_memory_accesses(sass) == [
+        ("LDG", 128), ("LDG", 16), ("LDG", 32), ("LDG", 64), ("STG", 8), ("STL", 32)
+    ]  # fmt: skip
+    ptx = """
+	.loc	1 297 21
+	@%p1 ld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];
+	.loc	1 306 5
+	@!%p2 st.global.L1::evict_last.v2.b64 [ %rd2 + 0 ], { %rd3, %rd4 };
+	st.global.b8 [ %rd5 + 0 ], %rs1;
+	.file	1 "/somewhere/kernels/max_pool.py"
+    """
+    where = ("/somewhere/kernels/max_pool.py", 297, 21)
+    assert inspect_kernels.ptx_global_accesses(ptx) == [
+        ("ld", 128, where), ("st", 128, (where[0], 306, 5)), ("st", 8, (where[0], 306, 5))
+    ]  # fmt: skip
+    sites = [("ld", 295, 21, "x"), ("st", 306, 5, "out"), ("ld", 297, 9, "other")]
+    # A v4 load's line info drifts below its call (inline asm), but keeps the call's column.
+    assert inspect_kernels.attribute("ld", where, sites, "max_pool.py") == "x"
+    assert inspect_kernels.attribute("st", (where[0], 306, 5), sites, "max_pool.py") == "out"
+    assert inspect_kernels.attribute("ld", (where[0], 300, 21), sites, "max_pool.py") == "?"
