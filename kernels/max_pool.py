@@ -411,9 +411,10 @@ def _max_pool_backward_kernel(
                 else:
                     ok = ok_dh & (ok_w & in_cols)
                 code = tl.load(code_ptr + off, mask=ok, other=-1)
-                hit = code == tap_dh * K_W + jw
-                g = tl.load(grad_out_ptr + off, mask=hit, other=0.0)
-                acc += g.to(ACC)
+                # Loaded under `ok`, not `hit`: a mask uniform along C lets channels_last
+                # gradients load 128 bits at a time; the select drops what did not win.
+                g = tl.load(grad_out_ptr + off, mask=ok, other=0.0)
+                acc += tl.where(code == tap_dh * K_W + jw, g.to(ACC), 0.0)
     tl.store(grad_in_ptr + i_off, acc.to(grad_in_ptr.dtype.element_ty), mask=in_rows & in_cols)
 
 
@@ -502,8 +503,12 @@ _KERNELS = {
 
 # CUDA: 2048 elements a program over 4 warps is 16 elements a thread: for 16-bit types along a
 # contiguous channel axis that is two 128-bit loads per tap and thread, enough bytes in flight to
-# keep a memory-bound kernel near bandwidth, with registers to spare (see benchmarks/).
+# keep a memory-bound kernel near bandwidth in 62-125 registers (benchmarks/inspect_kernels.py).
+# Each of these halves the tile, since each adds per-element registers: tiles along W (every tap
+# a separate scalar gather: at 2048 the forward that tracks its winner reached the 255-register
+# cap), 64-bit offsets, float64 values (which spilled at 2048).
 CUDA_TILE_ELEMENTS = 2048
+CUDA_MIN_TILE_ELEMENTS = 256
 CUDA_MAX_BLOCK_N = 128
 CUDA_NUM_WARPS = 4
 # CPU (interpreter): every tl operation costs a fixed Python overhead on top of its per-element
@@ -520,10 +525,15 @@ def _next_pow2(x: int) -> int:
     return 1 << max(0, x - 1).bit_length()
 
 
-def launch_config(rows: int, cols: int, device_type: str) -> tuple[int, int, int]:
-    """Tile (BLOCK_M, BLOCK_N) and num_warps for a ROWS x COLS launch on ``device_type``."""
+def launch_config(rows: int, cols: int, device_type: str, heavy: int = 0) -> tuple[int, int, int]:
+    """Tile (BLOCK_M, BLOCK_N) and num_warps for a ROWS x COLS launch on ``device_type``.
+
+    ``heavy`` counts what makes each element cost registers on a GPU (see above); the
+    interpreter has no registers and ignores it.
+    """
     if device_type == "cuda":
-        elements, max_n, warps = CUDA_TILE_ELEMENTS, CUDA_MAX_BLOCK_N, CUDA_NUM_WARPS
+        elements = max(CUDA_TILE_ELEMENTS >> heavy, CUDA_MIN_TILE_ELEMENTS)
+        max_n, warps = CUDA_MAX_BLOCK_N, CUDA_NUM_WARPS
     else:
         elements, max_n, warps = CPU_TILE_ELEMENTS, CPU_MAX_BLOCK_N, 1
     block_n = min(_next_pow2(cols), max_n)
@@ -601,13 +611,14 @@ def forward_launch_spec(
     od, oh, ow = o5.shape[2:]
     c_inner = _tile_on_channels(c, ow, x5.stride(1), x5.stride(4), device_type)
     rows, cols = (n * od * oh * ow, c) if c_inner else (n * c * od * oh, ow)
-    block_m, block_n, warps = launch_config(rows, cols, device_type)
+    int64 = max(_span(x5), _span(o5), rows * cols) >= INT32_SPAN_LIMIT
+    heavy = (not c_inner) + int64 + (x.dtype == torch.float64)
+    block_m, block_n, warps = launch_config(rows, cols, device_type, heavy)
     write_code, write_idx = code.numel() > 0, idx.numel() > 0
-    span = max(_span(x5), _span(o5), rows + block_m, cols + block_n)
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
         C_INNER=c_inner, TRACK_ARGMAX=write_code or write_idx, WRITE_CODE=write_code,
-        WRITE_INDICES=write_idx, INT64=span >= INT32_SPAN_LIMIT, ACC=_acc_dtype(x.dtype),
+        WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(x.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     args = (
@@ -638,11 +649,12 @@ def backward_launch_spec(
     else:
         c_inner = _tile_on_channels(c, w, i5.stride(1), i5.stride(4), device_type)
         rows, cols = (n * d * h * w, c) if c_inner else (n * c * d * h, w)
-    block_m, block_n, warps = launch_config(rows, cols, device_type)
-    span = max(_span(g5), _span(i5), rows + block_m, cols + block_n)
+    int64 = max(_span(g5), _span(i5), rows * cols) >= INT32_SPAN_LIMIT
+    heavy = (not c_inner) + int64 + (grad_in.dtype == torch.float64)
+    block_m, block_n, warps = launch_config(rows, cols, device_type, heavy)
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
-        C_INNER=c_inner, INT64=span >= INT32_SPAN_LIMIT, BLOCK_M=block_m, BLOCK_N=block_n,
+        C_INNER=c_inner, INT64=int64, BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     if not scatter:
         constexprs["ACC"] = _acc_dtype(grad_in.dtype)
