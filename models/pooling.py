@@ -101,7 +101,8 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     """The max-pooling implementation a backend setting means on a device: 'triton' or 'torch'.
 
     'auto' is Triton on CUDA and PyTorch's native pooling elsewhere: on CPU our kernel runs through
-    Triton's interpreter, a correctness tool roughly a thousand times slower than PyTorch's CPU pooling.
+    Triton's interpreter, a correctness tool about 10-20x slower than PyTorch's CPU pooling
+    (benchmarks/bench_pool.py), which makes a CPU training step several times slower.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
