@@ -4,6 +4,8 @@
     python train.py pool=none model=resnet trainer.epochs=3
     python train.py -m pool.size=2,3 pool.stride=1,2  # a sweep: one MLflow parent run, a child per job
     python train.py experiment=seed_pooling           # the seed's study, with and without max pooling
+    python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=2 pool.size=2,3   # jobs in parallel
+    python train.py trainer.resume_from=outputs/.../checkpoint.pt                    # continue a run
     mlflow ui                                         # browse and compare the runs
 
 Configuration lives in conf/ (typed by training/config.py); this file turns it into plain
@@ -28,8 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import data
 import models
+from training import checkpoint as checkpoints
 from training import tracking
-from training.config import ConfigError, as_pair, register_configs, validate
+from training.config import ConfigError, as_pair, config_hash, register_configs, validate
 from training.loop import fit, loss_function, make_optimizer, measure_pool_share
 
 register_configs()
@@ -47,6 +50,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def cpu_threads(requested: int | None, launcher) -> int | None:
+    """Threads for this job: trainer.threads, else its share of the CPU under a parallel launcher.
+
+    Jobs that run side by side must not each use every core: oversubscribed, they run slower
+    together than one after another.
+    """
+    if requested:
+        return requested
+    if launcher.get("cpus_per_task"):  # submitit (SLURM or local): the cores the job was given
+        return int(launcher.cpus_per_task)
+    n_jobs = launcher.get("n_jobs")  # joblib: n_jobs processes share this machine
+    if n_jobs:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        processes = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib's -1: one per core
+        return max(1, cores // processes)
+    return None  # one job at a time: PyTorch's default, every core
 
 
 def run_name(cfg: dict) -> str:
@@ -110,15 +131,25 @@ def _version(package: str) -> str:
 def main(cfg: DictConfig) -> float:
     """Train one configuration; returns the best validation accuracy (the objective of sweeps)."""
     hydra_cfg = HydraConfig.get()
+    checkpoint_path = Path(hydra_cfg.runtime.output_dir) / checkpoints.FILE_NAME  # rewritten every epoch
     try:
         settings = validate(cfg)  # every range checked before any work
+        settings["trainer"]["threads"] = cpu_threads(settings["trainer"]["threads"], hydra_cfg.launcher)
         tracker = open_tracker(settings, hydra_cfg)  # an unreachable store fails here, before training
+        if settings["tracking"]["resume"] and (twin := tracker.finished_twin(config_hash(settings))):
+            best = twin.data.metrics.get("best_val_accuracy", float("nan"))
+            print(f"Skipped: this config already FINISHED as run {twin.info.run_name!r} ({twin.info.run_id}), "
+                  f"best val_accuracy {best:.4f}")  # fmt: skip
+            return best  # what the sweeper (Optuna) would have got from training it again
+        resume = resume_point(settings, tracker)  # an interrupted run's last checkpoint, or None
+        with tracker:  # any failure from here ends the run FAILED (Ctrl-C: KILLED), traceback logged
+            overrides = list(hydra_cfg.overrides.task)
+            history = train(settings, tracker, OmegaConf.to_yaml(cfg), overrides, checkpoint_path, resume)
     except (ConfigError, tracking.TrackingError) as error:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # this job fails; the sweep's other jobs go on
-        raise SystemExit(f"Error: {error}") from None  # a clear line, not a traceback
-    with tracker:  # any failure from here ends the run FAILED (Ctrl-C: KILLED), traceback logged
-        history = train(settings, tracker, OmegaConf.to_yaml(cfg), list(hydra_cfg.overrides.task))
+        # a clear message, no traceback; and how to continue if training had begun
+        raise SystemExit(f"Error: {error}" + resume_hint(checkpoint_path, hydra_cfg)) from None
     best = max(m.val_accuracy for m in history)
     if isinstance(tracker, tracking.RunTracker):
         print(f"Run recorded: experiment {settings['tracking']['experiment']!r}, run {tracker.run_name!r} ({tracker.run_id})")
@@ -134,11 +165,57 @@ def open_tracker(settings: dict, hydra_cfg) -> tracking.NullTracker:
     uri = tracking.resolve_tracking_uri(track["uri"], hydra_cfg.runtime.cwd)
     parent = os.environ.get(tracking.PARENT_RUN_ENV) if hydra_cfg.mode == RunMode.MULTIRUN else None
     name = track["run_name"] or run_name(settings)
-    return tracking.RunTracker(uri, track["experiment"], name, job_tags(hydra_cfg), parent)
+    tags = {**job_tags(hydra_cfg), "config_hash": config_hash(settings)}  # the hash finds identical runs (resume)
+    return tracking.RunTracker(uri, track["experiment"], name, tags, parent)
 
 
-def train(settings: dict, tracker: tracking.NullTracker, config_yaml: str = "", overrides: list[str] = ()) -> list:
-    """Build data and model from the validated settings, train, report; returns the epochs' metrics."""
+def resume_point(settings: dict, tracker: tracking.NullTracker) -> checkpoints.Checkpoint | None:
+    """The checkpoint to continue from: trainer.resume_from, else (tracking.resume) an interrupted run of this config.
+
+    The tracker is pointed at the checkpoint's run, so the run continues in the same MLflow record.
+    """
+    source, digest = settings["trainer"]["resume_from"], config_hash(settings)
+    if source:
+        path = source if Path(source).exists() else tracker.checkpoint_of(source)  # a file, or a run id
+        try:
+            resume = checkpoints.load(path)
+        except FileNotFoundError as error:
+            raise ConfigError(f"trainer.resume_from={source}: {error}") from None
+        if resume.config_hash != digest:
+            raise ConfigError(
+                f"trainer.resume_from={source}: that checkpoint belongs to a different configuration "
+                f"(config_hash {resume.config_hash}, this one {digest}); give the same overrides as its run"
+            )
+    elif settings["tracking"]["resume"] and (earlier := tracker.interrupted_twin(digest)):
+        resume = checkpoints.load(earlier.data.tags["checkpoint"])
+    else:
+        return None
+    tracker.run_id = resume.run_id
+    return resume
+
+
+def resume_hint(checkpoint_path: Path, hydra_cfg) -> str:
+    """How to continue a run that stopped with an error, if it left a checkpoint."""
+    if not checkpoint_path.is_file():
+        return ""
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("trainer.resume_from=")]
+    command = " ".join(["python train.py", *overrides, f"trainer.resume_from={checkpoint_path}"])
+    return f"\nThe last finished epoch is saved; to continue from it:\n  {tracking.mask_secrets(command)}"
+
+
+def train(
+    settings: dict,
+    tracker: tracking.NullTracker,
+    config_yaml: str = "",
+    overrides: list[str] = (),
+    checkpoint_path: Path | None = None,
+    resume: checkpoints.Checkpoint | None = None,
+) -> list:
+    """Build data and model from the validated settings, train, report; returns the epochs' metrics.
+
+    With ``checkpoint_path`` the state after every epoch is saved there; with ``resume`` training
+    continues after that checkpoint's epoch (the tracker already points at its run).
+    """
     pool_cfg, model_cfg, data_cfg, trainer = settings["pool"], settings["model"], settings["data"], settings["trainer"]
     if trainer["threads"]:
         torch.set_num_threads(trainer["threads"])
@@ -175,34 +252,58 @@ def train(settings: dict, tracker: tracking.NullTracker, config_yaml: str = "", 
         trainer["optimizer"], model.parameters(), trainer["lr"], trainer["weight_decay"], trainer["momentum"]
     )
 
-    tracker.log_params(
-        {
-            **tracking.flatten(settings),
-            "num_params": models.count_parameters(model),
-            "pool_backend": models.pool_backend(model),
-            "device": str(device),
-            "channels_last": channels_last,
-        }
-    )
-    tracker.log_dataset({**asdict(info), "image_size": list(info.image_size), "classes": list(info.classes)}, "training")
-    tracker.log_text(config_yaml, "config/config.yaml")
-    tracker.log_text("\n".join(overrides) + "\n", "config/overrides.txt")
-    tracker.log_text(models.model_summary(model, (info.channels, *info.image_size)), "model_summary.txt")
+    if not tracker.continued:  # a continued run recorded all this when it started
+        tracker.log_params(
+            {
+                **tracking.flatten(settings),
+                "num_params": models.count_parameters(model),
+                "pool_backend": models.pool_backend(model),
+                "device": str(device),
+                "channels_last": channels_last,
+                "cpu_threads": torch.get_num_threads(),
+            }
+        )
+        # tuples as lists (no `info.classes` here: cloudpickle, which ships this function to joblib's
+        # workers, would take that attribute name for the module torch.classes and fail to pickle it)
+        tracker.log_dataset({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(info).items()}, "training")
+        tracker.log_text(config_yaml, "config/config.yaml")
+        tracker.log_text("\n".join(overrides) + "\n", "config/overrides.txt")
+        tracker.log_text(models.model_summary(model, (info.channels, *info.image_size)), "model_summary.txt")
 
-    if trainer["profile_pool_steps"] > 0:
+    history = []
+    if resume is not None:
+        checkpoints.restore(resume, model=model, optimizer=optimizer, shuffling=train_loader.generator)
+        history = list(resume.history)
+        recorded = tracker.recorded_steps("val_accuracy")
+        for epoch, metrics in enumerate(history, start=1):  # epochs whose logging the interruption cut off
+            if epoch not in recorded:
+                tracker.log_metrics(metrics.as_dict(), step=epoch)
+        tracker.set_tags({"resumed_from_epoch": resume.epoch})
+        print(f"Resuming after epoch {resume.epoch}/{trainer['epochs']} from {resume.path}")
+    elif trainer["profile_pool_steps"] > 0:
         cost = measure_pool_share(
             model, train_loader, optimizer, criterion, device,
             steps=trainer["profile_pool_steps"], channels_last=channels_last,
         )  # fmt: skip
         if cost:
             tracker.log_metrics(cost, step=0)
+    if checkpoint_path is not None:
+        tracker.set_tags({"checkpoint": checkpoint_path.resolve()})  # where resume finds this run's state
 
-    history = fit(
+    def end_of_epoch(epoch: int, metrics) -> None:
+        history.append(metrics)
+        if checkpoint_path is not None:  # saved before logging: a lost server cannot lose the epoch
+            checkpoints.save(
+                checkpoint_path, model=model, optimizer=optimizer, shuffling=train_loader.generator,
+                history=history, run_id=tracker.run_id, config_hash=config_hash(settings),
+            )  # fmt: skip
+        tracker.log_metrics(metrics.as_dict(), step=epoch)
+
+    fit(
         model, train_loader, val_loader, optimizer, criterion, device,
         epochs=trainer["epochs"], limit_train_batches=trainer["limit_train_batches"],
         limit_val_batches=trainer["limit_val_batches"], channels_last=channels_last,
-        progress=sys.stderr.isatty(),
-        on_epoch_end=lambda epoch, metrics: tracker.log_metrics(metrics.as_dict(), step=epoch),
+        progress=sys.stderr.isatty(), on_epoch_end=end_of_epoch, start_epoch=len(history) + 1,
     )  # fmt: skip
     tracker.log_metrics({"best_val_accuracy": max(m.val_accuracy for m in history)}, step=len(history))
     tracker.log_figure(learning_curves(history), "learning_curves.png")

@@ -191,7 +191,7 @@ def test_run_records_params_metrics_artifacts_and_model(tmp_path):
     assert run.info.run_name == "tinyvgg-max-k2-s2"
     params = run.data.params
     assert params["pool.size"] == "2" and params["model.name"] == "tinyvgg" and params["pool.type"] == "max"
-    assert params["trainer.lr"] == "0.001" and params["data.image_size"] == "24"
+    assert params["trainer.lr"] == str(_compose().trainer.lr) and params["data.image_size"] == "24"
     assert int(params["num_params"]) > 0
     assert params["pool_backend"] == "torch"  # auto on CPU
     assert params["device"] == "cpu"

@@ -7,7 +7,9 @@ work starts, with a message that names the key and what it allows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, List, Optional
 
@@ -108,6 +110,7 @@ class TrainerSchema:
     channels_last: Optional[bool] = MISSING
     threads: Optional[int] = MISSING
     profile_pool_steps: int = MISSING
+    resume_from: Optional[str] = MISSING  # a checkpoint file, or the MLflow run id whose checkpoint to continue
 
 
 @dataclass
@@ -118,6 +121,7 @@ class TrackingSchema:
     run_name: Optional[str] = MISSING
     sweep_name: Optional[str] = MISSING
     log_model: bool = MISSING
+    resume: bool = MISSING
 
 
 @dataclass
@@ -222,6 +226,23 @@ def validate(cfg: DictConfig) -> dict:
     if not plain["tracking"]["experiment"]:
         _fail("tracking.experiment", "a non-empty name", plain["tracking"]["experiment"])
     return plain
+
+
+# What does not change a run's result: where it is recorded, how it is resumed, how many threads.
+RUN_SPECIFIC_KEYS = ("tracking", "trainer.resume_from", "trainer.threads")
+
+
+def config_hash(settings: dict) -> str:
+    """A stable digest of the validated config, less RUN_SPECIFIC_KEYS: equal digests, identical runs."""
+    task = json.loads(json.dumps(settings))  # a deep copy
+    for key in RUN_SPECIFIC_KEYS:
+        *parents, last = key.split(".")
+        node = task
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(last, None)
+    text = json.dumps(task, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def as_pair(value: Any) -> Any:

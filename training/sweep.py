@@ -2,13 +2,19 @@
 
 Registered in conf/config.yaml under ``hydra.callbacks``. When a multirun starts, the parent run
 is created and its id handed to the jobs through the environment (which every launcher's worker
-processes inherit); each job's run names it as parent. When the sweep ends, even by a failed job
-or Ctrl-C, the parent gets the comparison table (CSV and markdown) and plot, and a final status.
+processes inherit: joblib's, submitit's local processes and SLURM jobs alike); each job's run
+names it as parent. When the sweep ends, even by a failed job or Ctrl-C, the parent gets the
+comparison table (CSV and markdown) and plot, and a final status.
+
+With ``tracking.resume=true`` the same sweep (same name and overrides) reuses its latest parent
+run: its children left RUNNING by a dead sweep are marked FAILED, and every job then skips a
+config that already FINISHED or continues an interrupted one from its checkpoint (train.py).
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 from typing import Any
 
@@ -18,14 +24,21 @@ from omegaconf import DictConfig, OmegaConf
 from training import tracking
 
 COMPARED_METRICS = ("accuracy", "val_accuracy", "best_val_accuracy", "val_loss", "train_images_per_sec")
+RESUME_KEYS = ("tracking.resume", "trainer.resume_from")  # how a job was run, not what it ran
 
 
 def sweep_overrides(config: DictConfig) -> list[str]:
     """What the sweep varies: its command-line overrides and the sweeper's configured params."""
-    overrides = list(config.hydra.overrides.task)
+    overrides = [o for o in config.hydra.overrides.task if o.partition("=")[0] not in RESUME_KEYS]
     params = config.hydra.sweeper.get("params")
     params = OmegaConf.to_container(params, resolve=False) if params else {}
     return overrides + [f"{k}={v}" for k, v in params.items()]
+
+
+def sweep_key(name: str | None, overrides: list[str]) -> str:
+    """What identifies a sweep across re-runs: its name and what it varies (order does not matter)."""
+    text = "\n".join([name or "", *sorted(overrides)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class MLflowSweepCallback(Callback):
@@ -49,20 +62,48 @@ class MLflowSweepCallback(Callback):
             raise SystemExit(f"Error: {error}") from None
         self.experiment_id = tracking.ensure_experiment(self.client, track.experiment, uri)
         overrides = sweep_overrides(config)
-        name = track.sweep_name or ("sweep: " + " ".join(overrides))[:250]
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=name,
-            tags={"sweep": "parent", "hydra.sweep.dir": str(config.hydra.sweep.dir),
-                  "hydra.overrides": tracking.mask_secrets(" ".join(overrides)) or "(none)"},
-        )  # fmt: skip
-        self.parent_run_id = run.info.run_id
-        values = dict(o.partition("=")[::2] for o in overrides)  # a key given twice: the last wins, as in Hydra
-        for key, value in values.items():
-            self.client.log_param(self.parent_run_id, f"sweep.{key.lstrip('+~')}", tracking.mask_secrets(value)[:6000])
+        key = sweep_key(track.sweep_name, overrides)
+        previous = self._latest_parent(key) if track.resume else None
+        if previous is not None:
+            self.parent_run_id, name = previous.info.run_id, previous.info.run_name
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            stale = self._mark_stale_children()
+            print(f"MLflow parent run {name!r} ({self.parent_run_id}) resumed in {tracking.mask_uri(uri)}"
+                  + (f"; {stale} interrupted run(s) marked FAILED" if stale else ""))  # fmt: skip
+        else:
+            name = track.sweep_name or tracking.mask_secrets("sweep: " + " ".join(overrides))[:250]
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=name,
+                tags={"sweep": "parent", "sweep_key": key, "hydra.sweep.dir": str(config.hydra.sweep.dir),
+                      "hydra.overrides": tracking.mask_secrets(" ".join(overrides)) or "(none)"},
+            )  # fmt: skip
+            self.parent_run_id = run.info.run_id
+            values = dict(o.partition("=")[::2] for o in overrides)  # a key given twice: the last wins, as in Hydra
+            for option, value in values.items():
+                param = f"sweep.{option.lstrip('+~')}"
+                self.client.log_param(self.parent_run_id, param, tracking.mask_secrets(value)[:6000])
+            print(f"MLflow parent run {name!r} ({self.parent_run_id}) in {tracking.mask_uri(uri)}")
         os.environ[tracking.PARENT_RUN_ENV] = self.parent_run_id
-        print(f"MLflow parent run {name!r} ({self.parent_run_id}) in {tracking.mask_uri(uri)}")
         atexit.register(self._finish, completed=False)
+
+    def _latest_parent(self, key: str):
+        """The latest parent run of the sweep with this key, or None."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.sweep = 'parent' and tags.sweep_key = '{key}'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )  # fmt: skip
+        return runs[0] if runs else None
+
+    def _mark_stale_children(self) -> int:
+        """End as FAILED the children still RUNNING: the sweep that ran them is gone; returns how many."""
+        stale = [r for r in tracking.search_child_runs(self.client, self.experiment_id, self.parent_run_id)
+                 if r.info.status == "RUNNING"]  # fmt: skip
+        for run in stale:
+            self.client.set_tag(run.info.run_id, "error", "interrupted: its process ended (killed, or it lost "
+                                "the tracking server) before it could record an end")  # fmt: skip
+            self.client.set_terminated(run.info.run_id, "FAILED")
+        return len(stale)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish(completed=True)
@@ -73,7 +114,7 @@ class MLflowSweepCallback(Callback):
             return
         parent, self.parent_run_id = self.parent_run_id, None
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
-        children = tracking.search_child_runs(self.client, self.experiment_id, parent)
+        children = latest_per_config(tracking.search_child_runs(self.client, self.experiment_id, parent))
         children.sort(key=lambda run: int(run.data.tags.get("hydra.job.num", 0)))
         rows = [comparison_row(run) for run in children]
         varying = varying_keys([row["overrides"] for row in rows])
@@ -104,10 +145,23 @@ class MLflowSweepCallback(Callback):
             self.client.set_terminated(parent, status)
 
 
+def latest_per_config(runs: list) -> list:
+    """One run per config (tag config_hash): its FINISHED run if any, else its latest attempt.
+
+    A resumed sweep re-runs the failed configs; the comparison shows how each config ended.
+    """
+    chosen: dict[str, Any] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
+        key = run.data.tags.get("config_hash", run.info.run_id)
+        if key not in chosen or chosen[key].info.status != "FINISHED" or run.info.status == "FINISHED":
+            chosen[key] = run
+    return list(chosen.values())
+
+
 def varying_keys(overrides: list[str]) -> set[str]:
     """The override keys whose value differs between jobs (or that some jobs lack)."""
     parsed = [dict(o.partition("=")[::2] for o in line.split()) for line in overrides]
-    keys = set().union(*parsed) if parsed else set()
+    keys = set().union(*parsed) - set(RESUME_KEYS) if parsed else set()
     return {k for k in keys if len({p.get(k) for p in parsed}) > 1}
 
 

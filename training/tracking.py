@@ -7,6 +7,7 @@ MLflow itself is imported lazily: a run that does not track does not pay for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
+
+from hydra.experimental.callback import Callback
 
 DEFAULT_DB_NAME = "mlflow.db"
 ARTIFACTS_DIR_NAME = "mlartifacts"  # what `mlflow server` also uses, beside the database
@@ -29,8 +32,18 @@ HTTP_RETRY_DEFAULTS = {
 }
 
 
+# SQLite waits up to MLflow's busy timeout (20 s) for a lock, except where waiting cannot help: a
+# transaction that read and then wants to write after another process committed (MLflow's writes
+# check the run first) gets "database is locked" at once. Retrying the whole call is the remedy.
+LOCK_RETRIES = 4
+
+
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable, unwritable, misconfigured)."""
+
+
+class ServerLostError(TrackingError):
+    """The tracking server stopped answering during a run."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,15 +98,50 @@ def mask_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+# user:password@ in a URI, also as Hydra writes overrides in its logs (http\://user\:password@host)
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*\\*://[^\s/@:'\"\\]*\\*:)[^\s/@'\"]+@")
+
+
 def mask_secrets(value: Any) -> Any:
-    """Mask every URI-looking string with credentials inside a (nested) params value."""
+    """Mask every URI-looking string with credentials inside a (nested) params value or a text."""
     if isinstance(value, str):
-        return re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"]+", lambda m: mask_uri(m.group(0)), value)
+        value = re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"]+", lambda m: mask_uri(m.group(0)), value)
+        return _USERINFO.sub(r"\1***@", value)
     if isinstance(value, Mapping):
         return {k: mask_secrets(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(mask_secrets(v) for v in value)
     return value
+
+
+class MaskSecrets(logging.Filter):
+    """A logging filter that masks credentials in URIs; conf/config.yaml puts it on Hydra's log handlers
+    (Hydra logs every job's overrides, tracking.uri included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+class MaskSecretsCallback(Callback):
+    """A Hydra callback (conf/config.yaml) that masks credentials in the config records Hydra keeps
+    (<output dir>/.hydra/*.yaml, a sweep's multirun.yaml) as soon as each job starts."""
+
+    def on_job_start(self, config, **kwargs: Any) -> None:
+        hydra = config.hydra
+        records = []
+        if hydra.output_subdir is not None:
+            records += (Path(hydra.runtime.output_dir) / str(hydra.output_subdir)).glob("*.yaml")
+        if hydra.mode.name == "MULTIRUN":
+            records.append(Path(str(hydra.sweep.dir)) / "multirun.yaml")
+        for path in records:
+            if path.is_file() and (text := path.read_text()) != (masked := mask_secrets(text)):
+                temporary = path.with_name(f".{path.name}.{os.getpid()}")
+                temporary.write_text(masked)
+                os.replace(temporary, path)  # parallel jobs may mask multirun.yaml at the same time
 
 
 def browse_command(uri: str) -> str:
@@ -121,6 +169,8 @@ def connect(uri: str):
     mlflow = _mlflow()
     from mlflow.tracking import MlflowClient
 
+    if mask_uri(uri) != uri:  # MLflow prints "View run ... at: <uri>" verbatim; we print it masked
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if uri.startswith("sqlite:///"):
         directory = Path(uri[len("sqlite:///") :]).parent
         if not directory.is_dir() or not os.access(directory, os.W_OK):
@@ -141,33 +191,88 @@ def connect(uri: str):
                 "(see scripts/tracking_server.sh) or point tracking.uri / MLFLOW_TRACKING_URI elsewhere"
             ) from None
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
     try:
-        client.search_experiments(max_results=1)
+        with _first_use_lock(uri):
+            client = MlflowClient(tracking_uri=uri)  # opens the store: a new SQLite file gets its tables here
+            client.search_experiments(max_results=1)
+            if uri.startswith("sqlite:///"):
+                _write_ahead_log(Path(uri[len("sqlite:///") :]))
     except Exception as error:  # noqa: BLE001 - any failure here means the store is unusable
-        raise TrackingError(f"cannot use the tracking store {mask_uri(uri)}: {mask_uri(str(error))}") from None
+        raise TrackingError(f"cannot use the tracking store {mask_uri(uri)}: {mask_secrets(str(error))}") from None
     return client
+
+
+@contextlib.contextmanager
+def _first_use_lock(uri: str):
+    """Serialize the first use of a SQLite store across processes.
+
+    MLflow creates a new database's tables with alembic migrations, which are not safe to run
+    from several processes at once: parallel jobs starting on a fresh ``mlflow.db`` fail with
+    "table alembic_version already exists", "duplicate column name" and the like, and can leave
+    a half-migrated file. An exclusive lock on the database's directory (flock: no extra file,
+    released by the kernel if the process dies) lets one process migrate while the others wait.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; a sweep's parent still initializes the store first
+        fcntl = None
+    if fcntl is None or not uri.startswith("sqlite:///"):
+        yield
+        return
+    descriptor = os.open(Path(uri[len("sqlite:///") :]).parent, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _write_ahead_log(database: Path) -> None:
+    """Switch a SQLite store to write-ahead logging, once (the mode is kept in the file).
+
+    Parallel jobs write to one file: in WAL mode a commit costs one sync instead of several and
+    readers never block writers, which halves the time 8 concurrent writers take here. The switch
+    needs the file to itself; when another process has it open, the next connect tries again.
+    """
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(database, timeout=5)) as db:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error:
+        pass  # an optimization only
+
+
+def server_answers(uri: str, timeout: float = 5) -> bool:
+    """Whether the tracking server at ``uri`` answers its health check."""
+    import requests
+
+    try:
+        return requests.get(uri.rstrip("/") + "/health", timeout=timeout).ok
+    except requests.RequestException:
+        return False
 
 
 def ensure_experiment(client, name: str, uri: str) -> str:
     """The id of experiment ``name``, created once even when parallel jobs race to create it."""
     from mlflow.exceptions import MlflowException
 
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            raise TrackingError(
-                f"experiment {name!r} is deleted in {mask_uri(uri)}; restore it (mlflow experiments "
-                "restore) or choose another tracking.experiment"
-            )
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_root(uri))
-    except MlflowException:  # another job created it between our lookup and our create
+    with _first_use_lock(uri):
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            raise
-        return experiment.experiment_id
+            try:
+                return client.create_experiment(name, artifact_location=artifact_root(uri))
+            except MlflowException:  # another process (on a server: another machine) created it first
+                experiment = client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"experiment {name!r} is deleted in {mask_uri(uri)}; restore it (mlflow experiments "
+            "restore) or choose another tracking.experiment"
+        )
+    return experiment.experiment_id
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,19 +296,38 @@ class NullTracker:
     """Takes a tracker's calls and records nothing."""
 
     run_id: str | None = None
+    continued = False  # True: this run was reopened to continue (resume), its params are recorded
+
+    def __enter__(self) -> "NullTracker":
+        return self
+
+    def __exit__(self, kind, error, tb) -> bool:
+        return False
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+    def recorded_steps(self, key: str) -> set[int]: return set()
     def log_text(self, text: str, path: str) -> None: ...
     def log_figure(self, figure, path: str) -> None: ...
     def log_file(self, path: str | os.PathLike, directory: str | None = None) -> None: ...
     def log_dataset(self, info: Mapping[str, Any], context: str) -> None: ...
     def log_model(self, model, example) -> str | None: ...
+    def finished_twin(self, config_hash: str): return None
+    def interrupted_twin(self, config_hash: str): return None
+
+    def checkpoint_of(self, run_id: str) -> str:
+        raise TrackingError(f"trainer.resume_from={run_id} is no checkpoint file (a run id needs tracking.enabled=true)")
 
 
 class RunTracker(NullTracker):
-    """One MLflow run; ``with`` ends it FINISHED, KILLED (Ctrl-C) or FAILED (exception, traceback logged)."""
+    """One MLflow run; ``with`` ends it FINISHED, KILLED (Ctrl-C) or FAILED (exception, traceback logged).
+
+    With ``run_id`` (or ``run_id`` set before ``with``), the run is reopened and continued: that
+    is how a resumed run keeps one record. Every call goes through ``_call``: a transient SQLite
+    lock is retried, and a tracking server that stops answering (after MLflow's own short HTTP
+    retries, see HTTP_RETRY_DEFAULTS) becomes a ServerLostError that says what to do.
+    """
 
     def __init__(
         self,
@@ -218,7 +342,7 @@ class RunTracker(NullTracker):
         self.client = connect(uri)
         self.experiment_id = ensure_experiment(self.client, experiment, uri)
         self.run_name = run_name
-        self._tags = dict(tags or {})
+        self._tags = {k: mask_secrets(str(v))[:5000] for k, v in (tags or {}).items()}
         self.parent_run_id = parent_run_id
         self.run_id = run_id  # set: continue that run (resume)
         self._run = None
@@ -226,49 +350,95 @@ class RunTracker(NullTracker):
     def __enter__(self) -> "RunTracker":
         mlflow = _mlflow()
         if self.run_id is None:
-            self._run = mlflow.start_run(
-                experiment_id=self.experiment_id,
-                run_name=self.run_name,
-                parent_run_id=self.parent_run_id,
-                tags={k: str(v) for k, v in self._tags.items()},
-            )
+            self._run = self._call("starting the run", mlflow.start_run,
+                experiment_id=self.experiment_id, run_name=self.run_name,
+                parent_run_id=self.parent_run_id, tags=self._tags,
+            )  # fmt: skip
         else:
-            self._run = mlflow.start_run(run_id=self.run_id)
+            self._call("reopening the run", self._reopen)
         self.run_id = self._run.info.run_id
         return self
+
+    def _reopen(self) -> None:
+        mlflow = _mlflow()
+        self._run = mlflow.start_run(run_id=self.run_id)  # back to RUNNING, same record
+        self.continued = True
+        self.run_name = self._run.info.run_name
+        mlflow.set_tags(self._tags)  # this attempt's job number, overrides, versions
+        if "error" in self._run.data.tags:  # an earlier attempt's failure; its traceback artifact stays
+            self.client.delete_tag(self.run_id, "error")
 
     def __exit__(self, kind, error, tb) -> bool:
         mlflow = _mlflow()
         if kind is None:
-            mlflow.end_run("FINISHED")
+            self._call("ending the run", mlflow.end_run, "FINISHED")
             return False
         status = "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED"
         try:
-            text = mask_secrets("".join(traceback.format_exception(kind, error, tb)))
-            self.client.set_tag(self.run_id, "error", mask_secrets(f"{kind.__name__}: {error}")[:5000])
-            self.client.log_text(self.run_id, text, "error/traceback.txt")
+            if not isinstance(error, ServerLostError):  # nothing reaches a lost server
+                text = mask_secrets("".join(traceback.format_exception(kind, error, tb)))
+                self.client.set_tag(self.run_id, "error", mask_secrets(f"{kind.__name__}: {error}")[:5000])
+                self.client.log_text(self.run_id, text, "error/traceback.txt")
+        except Exception as failure:  # noqa: BLE001 - the run's own error matters more
+            print(f"warning: could not record the error in run {self.run_id}: {mask_secrets(str(failure))[:300]}")
         finally:
-            mlflow.end_run(status)
+            try:
+                mlflow.end_run(status)  # one more try: a lost server may be back
+            except Exception:  # noqa: BLE001 - the run's own error matters more
+                print(
+                    f"warning: could not mark run {self.run_id} {status} in {mask_uri(self.uri)}; it shows "
+                    "RUNNING there until it is resumed (trainer.resume_from, or tracking.resume=true for a sweep)"
+                )
         return False
+
+    def _call(self, what: str, function, *args, **kwargs):
+        """``function(*args, **kwargs)``, retried on a transient SQLite lock; a lost server explained."""
+        for attempt in range(LOCK_RETRIES):
+            try:
+                return function(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - sorted below
+                text = str(error)
+                if "database is locked" in text and attempt + 1 < LOCK_RETRIES:
+                    time.sleep(0.5 * 2**attempt)
+                    continue
+                if self.uri.startswith(("http://", "https://")) and not server_answers(self.uri):
+                    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+                    raise ServerLostError(
+                        f"lost the tracking server {mask_uri(self.uri)} while {what} (no answer after "
+                        f"{retries} retries, MLFLOW_HTTP_REQUEST_MAX_RETRIES); what run {self.run_id} "
+                        "recorded before stays intact there, and it shows RUNNING until it is continued. "
+                        "Once the server is back, continue it from its last checkpoint with "
+                        "trainer.resume_from (a sweep: re-run it with tracking.resume=true)"
+                    ) from None
+                if mask_secrets(text) != text:  # never print a credential in a traceback
+                    raise TrackingError(mask_secrets(text)) from None
+                raise
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         clean = {k: _param_value(mask_secrets(v)) for k, v in params.items()}
-        _mlflow().log_params(clean)
+        self._call("logging params", _mlflow().log_params, clean)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        _mlflow().set_tags({k: mask_secrets(str(v))[:5000] for k, v in tags.items()})
+        clean = {k: mask_secrets(str(v))[:5000] for k, v in tags.items()}
+        self._call("setting tags", _mlflow().set_tags, clean)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        _mlflow().log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        values = {k: float(v) for k, v in metrics.items()}
+        self._call(f"logging the metrics of step {step}", _mlflow().log_metrics, values, step=step)
+
+    def recorded_steps(self, key: str) -> set[int]:
+        """The steps at which metric ``key`` is recorded in this run."""
+        history = self._call(f"reading metric {key}", self.client.get_metric_history, self.run_id, key)
+        return {m.step for m in history}
 
     def log_text(self, text: str, path: str) -> None:
-        _mlflow().log_text(mask_secrets(text), path)
+        self._call(f"logging {path}", _mlflow().log_text, mask_secrets(text), path)
 
     def log_figure(self, figure, path: str) -> None:
-        _mlflow().log_figure(figure, path)
+        self._call(f"logging {path}", _mlflow().log_figure, figure, path)
 
     def log_file(self, path: str | os.PathLike, directory: str | None = None) -> None:
-        _mlflow().log_artifact(str(path), directory)
+        self._call(f"logging {path}", _mlflow().log_artifact, str(path), directory)
 
     def log_dataset(self, info: Mapping[str, Any], context: str) -> None:
         """Record the dataset (name, size, source) with MLflow's dataset tracking."""
@@ -278,7 +448,8 @@ class RunTracker(NullTracker):
 
         source = CodeDatasetSource(tags={k: mask_secrets(str(v)) for k, v in info.items()})
         digest = str(abs(hash(json.dumps(info, sort_keys=True, default=str))) % 10**10)
-        mlflow.log_input(MetaDataset(source=source, name=str(info.get("name", "dataset")), digest=digest), context=context)
+        dataset = MetaDataset(source=source, name=str(info.get("name", "dataset")), digest=digest)
+        self._call("logging the dataset", mlflow.log_input, dataset, context=context)
 
     def log_model(self, model, example) -> str | None:
         """Log ``model`` with MLflow's PyTorch flavour (signature from ``example``); returns its URI.
@@ -300,15 +471,55 @@ class RunTracker(NullTracker):
         signature = infer_signature(example.cpu().numpy(), output.cpu().numpy())
         # We pickle on purpose (see above); MLflow warns about pickles on every call.
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            serialization_format="pickle",
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "triton"],
-            signature=signature,
-        )
+        info = self._call("logging the model", mlflow.pytorch.log_model,
+            model, name="model", serialization_format="pickle",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "triton"], signature=signature,
+        )  # fmt: skip
         self.set_tags({"model_uri": info.model_uri})  # the run's link to its model, to reload it
         return info.model_uri
+
+    # -- earlier runs of the same config (resume) ---------------------------------------------
+
+    def finished_twin(self, config_hash: str):
+        """The latest FINISHED run of an identical config in this experiment, or None."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )  # fmt: skip
+        return runs[0] if runs else None
+
+    def interrupted_twin(self, config_hash: str):
+        """The latest FAILED or KILLED run of this config under the same parent whose checkpoint is still there.
+
+        RUNNING runs are left alone: one may be training right now elsewhere. A resumed sweep
+        first marks its own stale RUNNING children FAILED (training.sweep), which brings them here.
+        """
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.config_hash = '{config_hash}' and attributes.status != 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=100,
+        )  # fmt: skip
+        for run in runs:
+            same_parent = run.data.tags.get("mlflow.parentRunId") == self.parent_run_id
+            checkpoint = run.data.tags.get("checkpoint")
+            if same_parent and run.info.status in ("FAILED", "KILLED") and checkpoint and Path(checkpoint).is_file():
+                return run
+        return None
+
+    def checkpoint_of(self, run_id: str) -> str:
+        """The checkpoint file recorded by run ``run_id`` (its ``checkpoint`` tag)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            raise TrackingError(
+                f"trainer.resume_from={run_id} is neither a checkpoint file nor a run in {mask_uri(self.uri)}"
+            ) from None
+        if "checkpoint" not in run.data.tags:
+            raise TrackingError(f"run {run_id} recorded no checkpoint to resume from")
+        return run.data.tags["checkpoint"]
 
 
 def _param_value(value: Any) -> str:
