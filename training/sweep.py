@@ -182,21 +182,49 @@ def comparison_row(run) -> dict[str, Any]:
 
 
 def comparison_plot(rows: list[dict[str, Any]]):
-    """Validation accuracy against parameter count, one point per finished job."""
+    """Two panels: each finished job's validation accuracy against its size, and its training speed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), width_ratios=(3, 2))
     points = [r for r in rows if r["num_params"] and r.get("val_accuracy") is not None]
-    figure, axes = plt.subplots(figsize=(7, 4.5))
     for row in points:
-        axes.scatter(row["num_params"], row["val_accuracy"], s=40)
-        axes.annotate(row["run"], (row["num_params"], row["val_accuracy"]), fontsize=8,
-                      xytext=(4, 4), textcoords="offset points")  # fmt: skip
-    axes.set(xscale="log", xlabel="parameters", ylabel="validation accuracy (last epoch)",
-             title="Sweep: accuracy against model size")  # fmt: skip
-    axes.grid(alpha=0.3)
+        left.scatter(row["num_params"], row["val_accuracy"], s=40)
+    sizes = [r["num_params"] for r in points]
+    if sizes and max(sizes) > 20 * min(sizes):  # log only across orders of magnitude (with vs without pooling)
+        left.set_xscale("log")
+        left.xaxis.set_minor_formatter(NullFormatter())  # minor labels like 2.11x10^3 pile up
+    else:
+        left.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+    left.xaxis.set_major_formatter(FuncFormatter(_thousands))
+    left.margins(x=0.15, y=0.15)
+    left.autoscale_view()
+    for row in points:  # each run's name beside its point, on the side with room for it
+        point = (row["num_params"], row["val_accuracy"])
+        right_half = left.transAxes.inverted().transform(left.transData.transform(point))[0] > 0.5
+        left.annotate(row["run"], point, fontsize=8, xytext=(-4 if right_half else 4, 4), textcoords="offset points",
+                      ha="right" if right_half else "left")  # fmt: skip
+    left.set(xlabel="parameters", ylabel="validation accuracy (last epoch)", title="Accuracy against model size")
+    left.grid(alpha=0.3)
+
+    # Jobs by number, top to bottom as in the table; the number tells apart runs of the same name.
+    timed = [r for r in rows if r.get("train_images_per_sec")]
+    positions = range(len(timed))
+    bars = right.barh(positions, [r["train_images_per_sec"] for r in timed], height=0.6, color="tab:gray")
+    right.bar_label(bars, fmt="{:,.0f}", padding=3, fontsize=8)
+    right.set_yticks(positions, [f"{r['job']}: {r['run']}" for r in timed], fontsize=8)
+    right.invert_yaxis()
+    right.xaxis.set_major_formatter(FuncFormatter(_thousands))
+    right.margins(x=0.2)
+    right.set(xlabel="training images / s", title="Training throughput")
+    right.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     plt.close(figure)
     return figure
+
+
+def _thousands(value: float, _position=None) -> str:
+    return f"{value:,.0f}"  # 2,111 rather than 2.111x10^3
