@@ -14,6 +14,10 @@ arguments for data/, models/ and the loop, in that order, and reports through tr
 
 from __future__ import annotations
 
+import time
+
+STARTED = time.perf_counter()  # before the heavy imports: a single run's startup_sec counts them
+
 import os
 import random
 from dataclasses import asdict
@@ -91,6 +95,35 @@ def run_name(cfg: dict) -> str:
     return "-".join(parts)
 
 
+def summary_tags(cfg: dict) -> dict[str, str]:
+    """Short tags to filter and group by in the MLflow UI, and the run page's one-line description."""
+    pool, model, data_cfg, trainer = cfg["pool"], cfg["model"]["name"], cfg["data"], cfg["trainer"]
+    size = data_cfg["image_size"]
+    size = _dims(size if isinstance(size, list) else [size, size])
+    if model == "strided":
+        pooling = "stride-2 convolutions instead of pooling"
+    elif pool["type"] == "none":
+        pooling = "no pooling"
+    else:
+        pooling = f"{pool['type']} pooling, window {_dims(pool['size'])} stride {_dims(pool['stride'] or pool['size'])}"
+        if pool["padding"] not in (0, [0, 0], "valid"):
+            pooling += f" padding {_dims(pool['padding'])}"
+    note = (
+        f"{model} with {pooling} on {data_cfg['name']} {size}: {trainer['epochs']} epochs of "
+        f"{trainer['optimizer']} (lr {trainer['lr']}, batch {trainer['batch_size']}), seed {trainer['seed']}"
+    )
+    return {
+        "model": model,
+        "pool": "none" if model == "strided" else pool["type"],
+        "dataset": data_cfg["name"],
+        "mlflow.note.content": note,  # shown as the run's description
+    }
+
+
+def _dims(value) -> str:
+    return "x".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -131,6 +164,8 @@ def _version(package: str) -> str:
 def main(cfg: DictConfig) -> float:
     """Train one configuration; returns the best validation accuracy (the objective of sweeps)."""
     hydra_cfg = HydraConfig.get()
+    # A sweep's job starts with this call (the imports were paid once, before its first job).
+    started = STARTED if hydra_cfg.mode == RunMode.RUN else time.perf_counter()
     checkpoint_path = Path(hydra_cfg.runtime.output_dir) / checkpoints.FILE_NAME  # rewritten every epoch
     try:
         settings = validate(cfg)  # every range checked before any work
@@ -144,7 +179,7 @@ def main(cfg: DictConfig) -> float:
         resume = resume_point(settings, tracker)  # an interrupted run's last checkpoint, or None
         with tracker:  # any failure from here ends the run FAILED (Ctrl-C: KILLED), traceback logged
             overrides = list(hydra_cfg.overrides.task)
-            history = train(settings, tracker, OmegaConf.to_yaml(cfg), overrides, checkpoint_path, resume)
+            history = train(settings, tracker, OmegaConf.to_yaml(cfg), overrides, checkpoint_path, resume, started)
     except (ConfigError, tracking.TrackingError) as error:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # this job fails; the sweep's other jobs go on
@@ -165,7 +200,11 @@ def open_tracker(settings: dict, hydra_cfg) -> tracking.NullTracker:
     uri = tracking.resolve_tracking_uri(track["uri"], hydra_cfg.runtime.cwd)
     parent = os.environ.get(tracking.PARENT_RUN_ENV) if hydra_cfg.mode == RunMode.MULTIRUN else None
     name = track["run_name"] or run_name(settings)
-    tags = {**job_tags(hydra_cfg), "config_hash": config_hash(settings)}  # the hash finds identical runs (resume)
+    tags = {
+        **job_tags(hydra_cfg),
+        **summary_tags(settings),
+        "config_hash": config_hash(settings),  # finds identical runs (resume)
+    }
     return tracking.RunTracker(uri, track["experiment"], name, tags, parent)
 
 
@@ -210,11 +249,14 @@ def train(
     overrides: list[str] = (),
     checkpoint_path: Path | None = None,
     resume: checkpoints.Checkpoint | None = None,
+    started: float | None = None,
 ) -> list:
     """Build data and model from the validated settings, train, report; returns the epochs' metrics.
 
     With ``checkpoint_path`` the state after every epoch is saved there; with ``resume`` training
-    continues after that checkpoint's epoch (the tracker already points at its run).
+    continues after that checkpoint's epoch (the tracker already points at its run). ``started``
+    (a ``time.perf_counter()`` value) is when the job began: the run records ``startup_sec``, the
+    seconds from then to its first training step.
     """
     pool_cfg, model_cfg, data_cfg, trainer = settings["pool"], settings["model"], settings["data"], settings["trainer"]
     if trainer["threads"]:
@@ -270,6 +312,8 @@ def train(
         tracker.log_text("\n".join(overrides) + "\n", "config/overrides.txt")
         tracker.log_text(models.model_summary(model, (info.channels, *info.image_size)), "model_summary.txt")
 
+    if started is not None:  # fixed cost per run (imports, data, model, tracking set-up)
+        tracker.log_metrics({"startup_sec": round(time.perf_counter() - started, 3)}, step=0)
     history = []
     if resume is not None:
         checkpoints.restore(resume, model=model, optimizer=optimizer, shuffling=train_loader.generator)

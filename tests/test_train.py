@@ -42,10 +42,12 @@ def _run(tmp_path: Path, *overrides: str, timeout: float = 240, check: bool = Tr
     """``python train.py`` in ``tmp_path`` (its launch directory), recording into tmp_path/mlflow.db."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
     env["PYTHONUNBUFFERED"] = "1"
+    start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *overrides],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+    result.elapsed = time.perf_counter() - start  # seconds, the whole command
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -203,11 +205,16 @@ def test_run_records_params_metrics_artifacts_and_model(tmp_path):
     assert tags["torch_version"] == torch.__version__ and tags["triton_version"]
     assert "cuda_version" in tags
     assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"])
+    assert (tags["model"], tags["pool"], tags["dataset"]) == ("tinyvgg", "max", "shapes")  # to filter by
+    assert tags["mlflow.note.content"].startswith("tinyvgg with max pooling, window 2 stride 2 on shapes 24x24: 2 epochs")
 
     for name in ["loss", "accuracy", "val_loss", "val_accuracy", "train_images_per_sec", "val_images_per_sec", "epoch_time_sec"]:
         history = client.get_metric_history(run.info.run_id, name)
         assert [m.step for m in history] == [1, 2], name
         assert all(m.value >= 0 for m in history), name
+    speed = run.data.metrics["train_images_per_sec"]
+    assert speed == round(speed, 1)  # rounded: the UI's column shows 1010.9, not 1010.92155...
+    assert 0 < run.data.metrics["startup_sec"] < result.elapsed  # the process's start to its first step
     assert 0 < run.data.metrics["pool_time_share"] < 1
     assert run.data.metrics["pool_time_ms_per_step"] > 0
 
@@ -248,6 +255,9 @@ def test_same_seed_gives_same_metrics(tmp_path):
         a = [m.value for m in client.get_metric_history(first.info.run_id, name)]
         b = [m.value for m in client.get_metric_history(second.info.run_id, name)]
         assert a == b, name
+    # the same dataset keeps one digest across processes, so MLflow shows it as one dataset
+    digests = [run.inputs.dataset_inputs[0].dataset.digest for run in (first, second)]
+    assert digests[0] == digests[1]
 
 
 def test_triton_and_torch_backends_train_identically():
@@ -330,7 +340,9 @@ def test_multirun_sweep_is_a_parent_with_children_and_a_comparison(tmp_path):
     assert len(children) == 4 and len(runs) == 5
     assert all(c.info.status == "FINISHED" for c in children)
     assert parent.info.status == "FINISHED"
-    assert parent.info.run_name.startswith("sweep: pool.size=2,3 pool.stride=2 model=tinyvgg,strided")
+    assert parent.info.run_name == "sweep: pool.size=2,3 model=tinyvgg,strided"  # what it varies
+    assert parent.data.tags["mlflow.note.content"].startswith("Hydra multirun `python train.py -m pool.size=2,3 pool.stride=2")
+    assert parent.data.params["sweep.pool.stride"] == "2"
     assert parent.data.params["sweep.pool.size"] == "2,3"
     assert parent.data.params["sweep.model"] == "tinyvgg,strided"
     assert {c.data.tags["hydra.job.num"] for c in children} == {"0", "1", "2", "3"}

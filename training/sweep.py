@@ -35,6 +35,17 @@ def sweep_overrides(config: DictConfig) -> list[str]:
     return overrides + [f"{k}={v}" for k, v in params.items()]
 
 
+def swept(overrides: list[str]) -> list[str]:
+    """The overrides that take several values (``pool.size=2,3``, ``range(..)``, ``choice(..)``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 - Hydra parsed these already; a name is not worth failing for
+        return overrides
+    return [text for text, override in zip(overrides, parsed) if override.is_sweep_override()]
+
+
 def sweep_key(name: str | None, overrides: list[str]) -> str:
     """What identifies a sweep across re-runs: its name and what it varies (order does not matter)."""
     text = "\n".join([name or "", *sorted(overrides)])
@@ -71,12 +82,19 @@ class MLflowSweepCallback(Callback):
             print(f"MLflow parent run {name!r} ({self.parent_run_id}) resumed in {tracking.mask_uri(uri)}"
                   + (f"; {stale} interrupted run(s) marked FAILED" if stale else ""))  # fmt: skip
         else:
-            name = track.sweep_name or tracking.mask_secrets("sweep: " + " ".join(overrides))[:250]
+            # Named after what it varies: the constant overrides are in its params and every child's.
+            varied = " ".join(swept(overrides) or overrides)
+            name = track.sweep_name or tracking.mask_secrets(f"sweep: {varied}" if varied else "sweep")[:250]
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=name,
                 tags={"sweep": "parent", "sweep_key": key, "hydra.sweep.dir": str(config.hydra.sweep.dir),
-                      "hydra.overrides": tracking.mask_secrets(" ".join(overrides)) or "(none)"},
+                      "hydra.overrides": tracking.mask_secrets(" ".join(overrides)) or "(none)",
+                      # the run page's description
+                      "mlflow.note.content": tracking.mask_secrets(
+                          f"Hydra multirun `python train.py -m {' '.join(overrides)}`: a child run per job; "
+                          "comparison.md/.csv/.png in its artifacts once the sweep ends."
+                      )},
             )  # fmt: skip
             self.parent_run_id = run.info.run_id
             values = dict(o.partition("=")[::2] for o in overrides)  # a key given twice: the last wins, as in Hydra

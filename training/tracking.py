@@ -8,6 +8,7 @@ MLflow itself is imported lazily: a run that does not track does not pay for it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -447,7 +448,8 @@ class RunTracker(NullTracker):
         from mlflow.data.meta_dataset import MetaDataset
 
         source = CodeDatasetSource(tags={k: mask_secrets(str(v)) for k, v in info.items()})
-        digest = str(abs(hash(json.dumps(info, sort_keys=True, default=str))) % 10**10)
+        # Stable across processes (Python's hash() of a str is not), so one dataset keeps one digest.
+        digest = hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()[:10]
         dataset = MetaDataset(source=source, name=str(info.get("name", "dataset")), digest=digest)
         self._call("logging the dataset", mlflow.log_input, dataset, context=context)
 
