@@ -5,10 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch.utils.data import Dataset
-from torchvision import datasets
-from torchvision.transforms import v2
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
+
+# torchvision is imported where a real dataset is loaded, not here: importing it pulls in
+# torch._dynamo (~1.8 s here), which every run on the generated data would pay at startup.
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGEFOLDER_SPLITS = (("train",), ("test", "val"))  # the seed's pizza_steak has train/ and test/
@@ -18,7 +24,7 @@ IMAGEFOLDER_SPLITS = (("train",), ("test", "val"))  # the seed's pizza_steak has
 class BuiltIn:
     """How to load one torchvision dataset, and where its files live under the root folder."""
 
-    dataset: type  # a torchvision dataset class taking (root, train=, transform=, download=)
+    dataset: str  # a torchvision.datasets class taking (root, train=, transform=, download=)
     channels: int
     mean: tuple[float, ...]  # per-channel statistics of its training split
     std: tuple[float, ...]
@@ -27,10 +33,10 @@ class BuiltIn:
 
 
 BUILT_INS = {
-    "mnist": BuiltIn(datasets.MNIST, 1, (0.1307,), (0.3081,), "MNIST/raw", hflip=False),
-    "fashionmnist": BuiltIn(datasets.FashionMNIST, 1, (0.2860,), (0.3530,), "FashionMNIST/raw", hflip=True),
+    "mnist": BuiltIn("MNIST", 1, (0.1307,), (0.3081,), "MNIST/raw", hflip=False),
+    "fashionmnist": BuiltIn("FashionMNIST", 1, (0.2860,), (0.3530,), "FashionMNIST/raw", hflip=True),
     "cifar10": BuiltIn(
-        datasets.CIFAR10, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar-10-batches-py",
+        "CIFAR10", 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar-10-batches-py",
         hflip=True,
     ),  # fmt: skip
 }
@@ -40,6 +46,8 @@ def image_transform(
     image_size: tuple[int, int], source_channels: int, channels: int, mean, std, augment: bool, hflip: bool
 ) -> v2.Compose:
     """PIL image -> normalized (channels, H, W) float tensor, with optional light augmentation."""
+    from torchvision.transforms import v2
+
     steps = [v2.ToImage()]
     if channels != source_channels:
         # Grayscale <-> RGB; the statistics follow as their channel average.
@@ -57,6 +65,8 @@ def image_folders(
     root: Path, image_size: tuple[int, int], channels: int | None, augment: bool
 ) -> tuple[Dataset, Dataset, tuple[str, ...], int]:
     """root/train/<class>/* and root/test/<class>/* (or val/) as (train, val, classes, channels)."""
+    from torchvision import datasets
+
     splits = []
     for names in IMAGEFOLDER_SPLITS:
         found = [root / name for name in names if (root / name).is_dir()]
@@ -88,7 +98,10 @@ def built_in(
     name: str, root: Path, image_size: tuple[int, int], channels: int | None, augment: bool, download: bool
 ) -> tuple[Dataset, Dataset, tuple[str, ...], int]:
     """torchvision's dataset `name` from root (train and test splits) as (train, val, classes, channels)."""
+    from torchvision import datasets
+
     spec = BUILT_INS[name]
+    dataset = getattr(datasets, spec.dataset)
     channels = channels or spec.channels
     splits = []
     for train in (True, False):
@@ -96,7 +109,7 @@ def built_in(
             image_size, spec.channels, channels, spec.mean, spec.std, augment and train, spec.hflip
         )
         try:
-            splits.append(spec.dataset(str(root), train=train, transform=transform, download=download))
+            splits.append(dataset(str(root), train=train, transform=transform, download=download))
         except RuntimeError as error:
             if download:
                 raise

@@ -2,7 +2,10 @@
 
 import re
 import struct
+import subprocess
+import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +17,8 @@ from data import SHAPES, GeneratedShapes, build_datasets, make_loader
 from data.real import BUILT_INS, IMAGENET_MEAN, IMAGENET_STD
 from data.shapes import MEAN, STD
 from models import PoolConfig, build_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------------------------
 # GeneratedShapes
@@ -252,3 +257,11 @@ def test_loader_pins_memory_for_cuda(device, pinned):
 def test_loader_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_loader(TensorDataset(torch.arange(4)), **kwargs)
+
+
+def test_torchvision_is_imported_only_for_real_data():
+    """Its import pulls in torch._dynamo; runs on the generated data should not pay for it at startup."""
+    code = "import sys, train, data; data.build_datasets('shapes', image_size=16, train_size=4, val_size=4); print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
