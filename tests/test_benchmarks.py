@@ -136,3 +136,37 @@ def test_inspector_parses_sass_and_ptx_widths(inspect_kernels):
     assert inspect_kernels.attribute("ld", where, sites, "max_pool.py") == "x"
     assert inspect_kernels.attribute("st", (where[0], 306, 5), sites, "max_pool.py") == "out"
     assert inspect_kernels.attribute("ld", (where[0], 300, 21), sites, "max_pool.py") == "?"
+
+
+def _rows(output: str) -> list[dict[str, str]]:
+    """bench_train.py's printed rows (key=value pairs separated by two spaces)."""
+    return [dict(field.split("=", 1) for field in line.split("  ")) for line in output.splitlines() if line.startswith("section=")]
+
+
+@pytest.mark.slow
+def test_quick_training_benchmark_measures_every_section(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_train.py"), "--quick", "--device", "cpu"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = _rows(result.stdout)
+    by_section = {}
+    for row in rows:
+        by_section.setdefault(row["section"], []).append(row)
+    assert set(by_section) == {"memory_format", "overhead", "startup", "memory"}
+
+    for row in by_section["memory_format"]:
+        assert float(row["contiguous_s_per_step"]) > 0 and float(row["channels_last_s_per_step"]) > 0
+    (overhead,) = by_section["overhead"]
+    assert float(overhead["bare_images_per_sec"]) > 0 and math.isfinite(float(overhead["overhead_pct"]))
+    imports = [r for r in by_section["startup"] if r["what"].startswith("import ")]
+    assert [r["what"].split()[1] for r in imports] == ["torch", "triton", "hydra", "mlflow", "train"]
+    (run,) = [r for r in by_section["startup"] if r["what"].startswith("python train.py")]
+    assert 0 < float(run["seconds"]) < float(run["whole_command_s"])  # the run's startup_sec metric
+
+    memory = {r["backend"]: r for r in by_section["memory"]}
+    # The kernel saves a 1-byte window position per output where PyTorch saves an 8-byte index.
+    assert float(memory["triton"]["saved_for_backward_MB"]) < float(memory["torch"]["saved_for_backward_MB"])
+    assert all(float(r["peak_step_MB"]) > 0 for r in memory.values())

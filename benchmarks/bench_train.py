@@ -1,0 +1,256 @@
+"""Training-level costs: memory format, train.py's loop overhead, startup, memory per step.
+
+    python benchmarks/bench_train.py                       # every section
+    python benchmarks/bench_train.py --sections overhead   # memory_format, overhead, startup, memory
+    python benchmarks/bench_train.py --quick               # seconds: small sizes, for CI smoke tests
+
+Sections:
+- memory_format: seconds per training step of the seed's network (224x224, batch 32, Adam) with
+  and without pooling, channels_last against contiguous. train.py's ``trainer.channels_last: null``
+  picks what this measures as faster (channels_last on CPU here, and on CUDA).
+- overhead: images/sec of train.py's loop (training.loop.fit, reporting every epoch to a real
+  MLflow run, with its progress bar drawing) against a bare PyTorch loop on the same model, data
+  and batch size. Target: at most 3% slower.
+- startup: seconds from ``python train.py`` to its first training step (the run's ``startup_sec``
+  metric), and what importing torch, triton, hydra and mlflow costs, each in a fresh process.
+- memory: bytes saved for backward and peak memory of one training step, pool.backend=triton
+  against torch (the kernel keeps 1 byte per pooled output where PyTorch keeps an 8-byte index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import data  # noqa: E402
+import models  # noqa: E402
+from training import tracking  # noqa: E402
+from training.loop import fit, loss_function  # noqa: E402
+
+SECTIONS = ("memory_format", "overhead", "startup", "memory")
+
+
+def seed_model(pool_type: str, image: int, backend: str = "auto", device="cpu") -> nn.Module:
+    pool = models.PoolConfig(type=pool_type, backend=backend)
+    return models.build_model("tinyvgg", pool=pool, image_size=image, device=device)
+
+
+def step_seconds(model: nn.Module, images, labels, channels_last: bool, steps: int) -> float:
+    """Median seconds of one Adam training step (after two warm-up steps)."""
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    criterion = nn.BCEWithLogitsLoss()
+    times = []
+    for i in range(steps + 2):
+        start = time.perf_counter()
+        loss = criterion(model(images).squeeze(1), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if images.is_cuda:
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def memory_format(args, device) -> list[dict]:
+    image, batch, steps = (64, 8, 3) if args.quick else (224, 32, 5)
+    images = torch.randn(batch, 3, image, image, device=device)
+    labels = torch.randint(0, 2, (batch,), device=device).float()
+    rows = []
+    for pool_type in ("max", "none"):
+        seconds = {}
+        for channels_last in (False, True):
+            torch.manual_seed(0)
+            seconds[channels_last] = step_seconds(seed_model(pool_type, image, device=device), images, labels, channels_last, steps)
+        rows.append({
+            "section": "memory_format", "model": f"tinyvgg pool={pool_type}", "image": image, "batch": batch,
+            "contiguous_s_per_step": seconds[False], "channels_last_s_per_step": seconds[True],
+            "channels_last_speedup": seconds[False] / seconds[True],
+        })  # fmt: skip
+    return rows
+
+
+def bare_epoch(model, loader, optimizer, criterion, device, channels_last) -> float:
+    """The loop without anything around it: images/sec of one epoch."""
+    model.train()
+    seen = 0
+    start = time.perf_counter()
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        loss = criterion(model(images).squeeze(1), labels.float())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(labels)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return seen / (time.perf_counter() - start)
+
+
+def overhead(args, device) -> list[dict]:
+    """Alternate bare and train.py epochs (so drifting machine load hits both alike)."""
+    epochs = 2 if args.quick else 5
+    size = 256 if args.quick else 1500
+    train_set, _, info = data.build_datasets("shapes", image_size=64, train_size=size, val_size=32)
+    loader = data.make_loader(train_set, batch_size=32, shuffle=True, seed=0)
+    val_loader = data.make_loader(data.build_datasets("shapes", image_size=64, train_size=32, val_size=32)[1], batch_size=32)
+    criterion = loss_function(2)
+    bare, ours = [], []
+    with tempfile.TemporaryDirectory() as store:
+        uri = f"sqlite:///{store}/mlflow.db"
+        with tracking.RunTracker(uri, "bench_train", "overhead") as tracker:
+            for _ in range(epochs):
+                torch.manual_seed(0)
+                model = seed_model("max", 64, device=device).to(memory_format=torch.channels_last)
+                optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+                bare.append(bare_epoch(model, loader, optimizer, criterion, device, True))
+                torch.manual_seed(0)
+                model = seed_model("max", 64, device=device).to(memory_format=torch.channels_last)
+                optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+                # progress=True draws the bar into a string buffer: its cost without a terminal's.
+                with contextlib.redirect_stderr(io.StringIO()):
+                    (metrics,) = fit(
+                        model, loader, val_loader, optimizer, criterion, device, epochs=1, channels_last=True,
+                        progress=True, print_fn=lambda line: None,
+                        on_epoch_end=lambda epoch, m: tracker.log_metrics(m.as_dict(), step=epoch),
+                    )  # fmt: skip
+                ours.append(metrics.train_images_per_sec)
+    bare_rate, our_rate = statistics.median(bare), statistics.median(ours)
+    return [{
+        "section": "overhead", "images": size, "epochs": epochs, "bare_images_per_sec": bare_rate,
+        "train_py_images_per_sec": our_rate, "overhead_pct": 100 * (bare_rate - our_rate) / bare_rate,
+    }]  # fmt: skip
+
+
+def startup(args, device) -> list[dict]:
+    rows = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    script = (
+        "import time; t = time.perf_counter(); import {module}; "
+        "print(time.perf_counter() - t)"
+    )
+    chain = ["torch", "triton", "hydra", "mlflow", "train"]
+    for i, module in enumerate(chain):
+        before = "; ".join(f"import {m}" for m in chain[:i])  # each measured on top of the earlier ones
+        code = (before + "; " if before else "") + script.format(module=module)
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        rows.append({"section": "startup", "what": f"import {module} (after {', '.join(chain[:i]) or 'nothing'})",
+                     "seconds": float(out.stdout.strip().splitlines()[-1])})  # fmt: skip
+    with tempfile.TemporaryDirectory() as run_dir:
+        overrides = [
+            "trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+            "tracking.log_model=false", "trainer.profile_pool_steps=0",
+        ]  # fmt: skip
+        attempts = ("first run (creates mlflow.db)",) if args.quick else ("first run (creates mlflow.db)", "second run")
+        for attempt in attempts:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], cwd=run_dir, env=env,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+            wall = time.perf_counter() - start
+            client = tracking.connect(f"sqlite:///{run_dir}/mlflow.db")
+            run = client.search_runs([client.get_experiment_by_name("tritonpool").experiment_id],
+                                     order_by=["attributes.start_time DESC"], max_results=1)[0]  # fmt: skip
+            rows.append({"section": "startup", "what": f"python train.py to first step, {attempt}",
+                         "seconds": run.data.metrics.get("startup_sec", float("nan")), "whole_command_s": wall})  # fmt: skip
+    return rows
+
+
+def saved_bytes(model: nn.Module, images) -> int:
+    """Bytes autograd keeps for backward in one forward (each storage counted once)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(images)
+    return sum(storages.values())
+
+
+def peak_step_memory(model: nn.Module, images, labels, device) -> int:
+    """Peak bytes allocated during one training step (CUDA allocator stats; the profiler on CPU)."""
+    criterion = nn.BCEWithLogitsLoss()
+
+    def step():
+        loss = criterion(model(images).squeeze(1), labels)
+        loss.backward()
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    # Each op's own allocations (self_): an op's total also counts its callees' (conv2d ->
+    # convolution -> mkldnn_convolution), which would count one buffer several times.
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage != 0), key=lambda e: e.time_range.start)
+    current = peak = 0
+    for event in events:  # allocations positive, frees negative, in time order
+        current += event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak
+
+
+def memory(args, device) -> list[dict]:
+    image, batch = (64, 4) if args.quick else (224, 32)
+    images = torch.randn(batch, 3, image, image, device=device).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 2, (batch,), device=device).float()
+    rows = []
+    for backend in ("triton", "torch"):
+        torch.manual_seed(0)
+        model = seed_model("max", image, backend=backend, device=device).to(memory_format=torch.channels_last)
+        rows.append({
+            "section": "memory", "backend": backend, "image": image, "batch": batch,
+            "saved_for_backward_MB": saved_bytes(model, images) / 2**20,
+            "peak_step_MB": peak_step_memory(model, images, labels, device) / 2**20,
+        })  # fmt: skip
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"any of {', '.join(SECTIONS)}")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test in seconds")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {SECTIONS}")
+    print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}")  # fmt: skip
+    for section in sections:
+        for row in globals()[section](args, device):
+            print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
