@@ -275,8 +275,29 @@ def test_triton_and_torch_backends_train_identically():
 
 def test_non_finite_loss_stops_with_epoch_and_step(tmp_path):
     cfg = _compose(*TINY, "trainer.lr=1e30", "trainer.optimizer=sgd", "trainer.momentum=0")
-    with pytest.raises(RuntimeError, match=r"the training loss became (nan|inf) at epoch \d+, step \d+"):
+    with pytest.raises(RuntimeError, match=r"the training loss became non-finite \(nan or inf\) at epoch \d+, step \d+"):
         train_module.train(validate(cfg), tracking.NullTracker())
+
+
+def test_non_finite_loss_read_late_still_names_its_first_step():
+    """On CUDA the loss is read every few steps (no GPU sync per step); the step named stays the first bad one."""
+    import data
+    import models
+    from training.loop import NonFiniteLossError, train_epoch
+
+    train_set, _, _ = data.build_datasets("shapes", image_size=24, train_size=64, val_size=8)
+    steps = {}
+    for check_every in (1, 100):
+        torch.manual_seed(0)
+        model = models.build_model("tinyvgg", pool=models.PoolConfig(), image_size=24)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e30)
+        loader = data.make_loader(train_set, batch_size=4, seed=0)
+        with pytest.raises(NonFiniteLossError) as error:
+            train_epoch(model, loader, optimizer, torch.nn.BCEWithLogitsLoss(), torch.device("cpu"), epoch=1,
+                        check_every=check_every)  # fmt: skip
+        steps[check_every] = int(re.search(r"step (\d+)", str(error.value)).group(1))
+    assert 1 < steps[1] < len(loader)  # the first steps were finite, and it stopped before the end
+    assert steps[100] == steps[1]
 
 
 # --------------------------------------------------------------------------------------------

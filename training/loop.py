@@ -96,12 +96,21 @@ def train_epoch(
     channels_last: bool = False,
     progress: bool = False,
     description: str = "",
+    check_every: int | None = None,
 ) -> tuple[float, float, int, float]:
-    """One pass of optimization; returns (mean loss, accuracy, images, seconds)."""
+    """One pass of optimization; returns (mean loss, accuracy, images, seconds).
+
+    ``check_every``: steps between reads of the loss on the device (non-finite check, progress
+    bar); None: every step on CPU, every CHECK_EVERY steps on CUDA.
+    """
     model.train()
     batches, total = _limited(loader, limit)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    # The first step whose loss was not finite (0: none), kept on the device: reading a CUDA value
+    # waits for the GPU, so it is read every CHECK_EVERY steps there and every step on CPU.
+    first_bad = torch.zeros((), dtype=torch.int64, device=device)
+    check_every = check_every or (CHECK_EVERY if device.type == "cuda" else 1)
     seen = 0
     _sync(device)
     start = time.perf_counter()
@@ -114,18 +123,29 @@ def train_epoch(
         loss.backward()
         optimizer.step()
         value = loss.detach()
-        if not torch.isfinite(value):
-            raise NonFiniteLossError(
-                f"the training loss became {value.item()} at epoch {epoch}, step {step}: lower trainer.lr "
-                "or check the data"
-            )
+        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(value), step, first_bad)
         loss_sum += value.double() * len(labels)
         correct += hits
         seen += len(labels)
-        if progress:
-            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", accuracy=f"{correct.item() / seen:.4f}")
+        if step % check_every == 0 or step == total:
+            _raise_if_non_finite(first_bad, epoch)
+            if progress:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", accuracy=f"{correct.item() / seen:.4f}")
+    _raise_if_non_finite(first_bad, epoch)  # the loader may end before `total` steps
     _sync(device)
     return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1), seen, time.perf_counter() - start
+
+
+CHECK_EVERY = 25  # CUDA: steps between reads of the device (loss check, progress bar)
+
+
+def _raise_if_non_finite(first_bad: Tensor, epoch: int) -> None:
+    step = int(first_bad.item())
+    if step:
+        raise NonFiniteLossError(
+            f"the training loss became non-finite (nan or inf) at epoch {epoch}, step {step}: lower "
+            "trainer.lr or check the data"
+        )
 
 
 @torch.no_grad()
