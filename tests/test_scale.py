@@ -639,10 +639,18 @@ def test_basic_auth_server_and_credentials_never_leak(tmp_path, monkeypatch):
         assert r"tracking.uri=http\://alice\:***@127.0.0.1" in result.stdout  # Hydra's own log line
         assert f"http://alice:***@127.0.0.1:{server.port}" in result.stdout
         _assert_no_secret(password, second, result.stdout, result.stderr)
+        # A failing job: Hydra writes its overrides, tracking.uri included, straight to stderr.
+        third = tmp_path / "failing"
+        third.mkdir()
+        failed = _run(third, "-m", "pool.stride=0", *TINY, f"tracking.uri={uri}", check=False)
+        assert failed.returncode != 0 and "Error executing job with overrides" in failed.stderr
+        assert "***@127.0.0.1" in failed.stderr and "pool.stride" in failed.stderr, failed.stderr[:3000]
+        _assert_no_secret(password, third, failed.stdout, failed.stderr)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")  # this process reads the runs as admin
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.admin_password)
         client = _client(server.uri)
         runs = _runs(client)
+        runs = [r for r in runs if not r.info.run_name.startswith("sweep: pool.stride=0 ")]  # the failed sweep's
         assert len(runs) == 4  # the env run, the sweep's parent and its two children
         downloads = tmp_path / "downloads"
         for run in runs:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -61,6 +62,9 @@ class MLflowSweepCallback(Callback):
         self.experiment_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        given = " ".join(config.hydra.overrides.task)
+        if tracking.mask_secrets(given) != given and not isinstance(sys.stderr, tracking.MaskingStream):
+            sys.stderr = tracking.MaskingStream(sys.stderr)  # Hydra prints a failing job's overrides there
         track = config.tracking
         if not track.enabled:
             return

@@ -127,6 +127,25 @@ class MaskSecrets(logging.Filter):
         return True
 
 
+class MaskingStream:
+    """A text stream (sys.stderr) that masks credentials in URIs in what is written to it.
+
+    Hydra writes a failing job's overrides straight to stderr ("Error executing job with
+    overrides: [...]"), past any logging filter; training.sweep puts this in front of stderr when
+    a sweep's overrides carry a credential. Everything else goes to the wrapped stream.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(mask_secrets(text))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 class MaskSecretsCallback(Callback):
     """A Hydra callback (conf/config.yaml) that masks credentials in the config records Hydra keeps
     (<output dir>/.hydra/*.yaml, a sweep's multirun.yaml) as soon as each job starts."""
