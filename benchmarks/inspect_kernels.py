@@ -302,9 +302,14 @@ def inspect_variant(
 ) -> dict:  # fmt: skip
     """Compile one variant for ``sm_<capability>`` and measure it; returns a row of the report."""
     case = CASES[case_name]
-    spec = cuda_launch_spec(case, DTYPES[dtype_name], layout, variant)
-    if int64:  # the large-tensor variant, without allocating a large tensor
-        spec = spec._replace(constexprs=dict(spec.constexprs, INT64=True))
+    limit = mp.INT32_SPAN_LIMIT
+    if int64:  # the launch a tensor beyond 2**30 elements gets (64-bit offsets, the heuristic's
+        mp.INT32_SPAN_LIMIT = 0  # smaller tile for them), without allocating one
+    try:
+        spec = cuda_launch_spec(case, DTYPES[dtype_name], layout, variant)
+    finally:
+        mp.INT32_SPAN_LIMIT = limit
+    assert spec.constexprs["INT64"] == int64
     jit_fn = mp._KERNELS[spec.kernel][0]
     compiled = compile_launch(spec, capability)
     with tempfile.TemporaryDirectory() as tmp:

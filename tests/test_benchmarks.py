@@ -106,6 +106,18 @@ def test_inspector_reports_registers_spills_and_access_widths(inspect_kernels):
     assert all(row["kernel"] == "backward" and "grad_in:" in row["stores"] for row in backward)
 
 
+def test_inspector_compiles_the_64_bit_launch_the_heuristic_gives(inspect_kernels):
+    """--int64 reports what a tensor beyond 2**30 elements gets: 64-bit offsets and a halved tile."""
+    rows = inspect_kernels.inspect_all(
+        ["resnet_stem"], ["float32"], ["channels_last"], ["fwd+idx"], [90], int64=True, echo=False
+    )
+    narrow, wide = sorted(rows, key=lambda row: row["int64"])
+    assert (narrow["int64"], wide["int64"]) == (False, True)
+    elements = {row["int64"]: math.prod(map(int, row["tile"].split("x"))) for row in rows}
+    assert elements[True] * 2 == elements[False]
+    assert wide["spill_bytes"] == 0, wide
+
+
 def test_inspector_parses_sass_and_ptx_widths(inspect_kernels):
     sass = """
         /*05c0*/               @P6 LDG.E.128 R20, desc[UR4][R26.64] ;
