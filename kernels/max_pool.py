@@ -506,7 +506,8 @@ _KERNELS = {
 # keep a memory-bound kernel near bandwidth in 62-125 registers (benchmarks/inspect_kernels.py).
 # Each of these halves the tile, since each adds per-element registers: tiles along W (every tap
 # a separate scalar gather: at 2048 the forward that tracks its winner reached the 255-register
-# cap), 64-bit offsets, float64 values (which spilled at 2048).
+# cap), 64-bit offsets, float64 values (which spilled at 2048). Never below 16 bytes a thread,
+# though: smaller, a 16-bit tile along a contiguous axis loses its 128-bit accesses.
 CUDA_TILE_ELEMENTS = 2048
 CUDA_MIN_TILE_ELEMENTS = 256
 CUDA_MAX_BLOCK_N = 128
@@ -525,14 +526,16 @@ def _next_pow2(x: int) -> int:
     return 1 << max(0, x - 1).bit_length()
 
 
-def launch_config(rows: int, cols: int, device_type: str, heavy: int = 0) -> tuple[int, int, int]:
+def launch_config(rows: int, cols: int, device_type: str, heavy: int = 0, itemsize: int = 4) -> tuple[int, int, int]:
     """Tile (BLOCK_M, BLOCK_N) and num_warps for a ROWS x COLS launch on ``device_type``.
 
     ``heavy`` counts what makes each element cost registers on a GPU (see above); the
-    interpreter has no registers and ignores it.
+    interpreter has no registers and ignores it. ``itemsize``: bytes per value; a CUDA tile keeps
+    at least 16 bytes a thread, what one 128-bit access needs.
     """
     if device_type == "cuda":
-        elements = max(CUDA_TILE_ELEMENTS >> heavy, CUDA_MIN_TILE_ELEMENTS)
+        floor = max(CUDA_MIN_TILE_ELEMENTS, CUDA_NUM_WARPS * 32 * 16 // itemsize)
+        elements = max(CUDA_TILE_ELEMENTS >> heavy, floor)
         max_n, warps = CUDA_MAX_BLOCK_N, CUDA_NUM_WARPS
     else:
         elements, max_n, warps = CPU_TILE_ELEMENTS, CPU_MAX_BLOCK_N, 1
@@ -613,7 +616,7 @@ def forward_launch_spec(
     rows, cols = (n * od * oh * ow, c) if c_inner else (n * c * od * oh, ow)
     int64 = max(_span(x5), _span(o5), rows * cols) >= INT32_SPAN_LIMIT
     heavy = (not c_inner) + int64 + (x.dtype == torch.float64)
-    block_m, block_n, warps = launch_config(rows, cols, device_type, heavy)
+    block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, x.element_size())
     write_code, write_idx = code.numel() > 0, idx.numel() > 0
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
@@ -651,7 +654,7 @@ def backward_launch_spec(
         rows, cols = (n * d * h * w, c) if c_inner else (n * c * d * h, w)
     int64 = max(_span(g5), _span(i5), rows * cols) >= INT32_SPAN_LIMIT
     heavy = (not c_inner) + int64 + (grad_in.dtype == torch.float64)
-    block_m, block_n, warps = launch_config(rows, cols, device_type, heavy)
+    block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, grad_in.element_size())
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
         C_INNER=c_inner, INT64=int64, BLOCK_M=block_m, BLOCK_N=block_n,

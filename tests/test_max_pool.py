@@ -405,6 +405,16 @@ def test_small_tensors_use_int32_offsets():
     assert not spec.constexprs["INT64"]
 
 
+@pytest.mark.parametrize("heavy", [0, 1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+def test_cuda_tiles_give_every_thread_a_128_bit_access(dtype, heavy):
+    """However register-heavy the launch, a CUDA tile keeps 16 bytes a thread (one 128-bit access)."""
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    block_m, block_n, warps = mp.launch_config(10**6, 10**4, "cuda", heavy, itemsize)
+    assert block_m * block_n * itemsize >= warps * 32 * 16
+    assert block_m * block_n <= mp.CUDA_TILE_ELEMENTS
+
+
 # --------------------------------------------------------------------------------------------
 # Custom op: opcheck, torch.compile
 # --------------------------------------------------------------------------------------------
