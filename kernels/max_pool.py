@@ -224,6 +224,7 @@ def _max_pool_forward_kernel(
     PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,  # padding before
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,  # dilation
     C_INNER: tl.constexpr,  # tile columns walk C (else OW)
+    FLAT_HW: tl.constexpr,  # (not C_INNER) columns walk the whole (OH, OW) plane, contiguous in out
     TRACK_ARGMAX: tl.constexpr,  # follow the winning tap (needed for code or indices)
     WRITE_CODE: tl.constexpr,  # store the winning tap for the backward
     WRITE_INDICES: tl.constexpr,  # store PyTorch's int64 indices
@@ -253,6 +254,17 @@ def _max_pool_forward_kernel(
         x_outer = n * sxn
         x_inner = cols * sxc
         o_off = (n * son + od * sod + oh * soh + ow * sow) + cols * soc
+    elif FLAT_HW:
+        # A row of out is a whole (OH, OW) plane, contiguous: stores stay 128-bit wide where OW
+        # alone is no multiple of 16 bytes (56, 28: rows of one OW would not start aligned).
+        oh = cols // OW
+        ow = cols - oh * OW
+        od = rows % OD
+        t = rows // OD
+        c = t % C
+        n = t // C
+        x_outer = n * sxn + c * sxc
+        o_off = (n * son + c * soc + od * sod) + cols
     else:
         ow = cols
         oh = rows % OH
@@ -331,6 +343,7 @@ def _max_pool_backward_kernel(
     PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,  # padding before
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,  # dilation
     C_INNER: tl.constexpr,  # tile columns walk C (else W)
+    FLAT_HW: tl.constexpr,  # (not C_INNER) columns walk the whole (H, W) plane, contiguous in grad_in
     INT64: tl.constexpr,  # offsets may exceed int32
     ACC: tl.constexpr,  # accumulate in float32 (float64 for float64 gradients)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
@@ -364,6 +377,16 @@ def _max_pool_backward_kernel(
         o_outer = n * son
         o_inner = cols * soc
         i_off = (n * sin + id_ * sid + ih * sih + iw * siw) + cols * sic
+    elif FLAT_HW:
+        # A row of grad_in is a whole (H, W) plane, contiguous: 128-bit stores where W is odd.
+        ih = cols // W
+        iw = cols - ih * W
+        id_ = rows % D
+        t = rows // D
+        c = t % C
+        n = t // C
+        o_outer = n * son + c * soc
+        i_off = (n * sin + c * sic + id_ * sid) + cols
     else:
         iw = cols
         ih = rows % H
@@ -613,14 +636,21 @@ def forward_launch_spec(
     n, c, d, h, w = x5.shape
     od, oh, ow = o5.shape[2:]
     c_inner = _tile_on_channels(c, ow, x5.stride(1), x5.stride(4), device_type)
-    rows, cols = (n * od * oh * ow, c) if c_inner else (n * c * od * oh, ow)
+    # On CUDA, along W: a column per output of the (OH, OW) plane, if out lays it out contiguously.
+    flat_hw = device_type == "cuda" and not c_inner and oh > 1 and o5.stride(4) == 1 and o5.stride(3) == ow
+    if c_inner:
+        rows, cols = n * od * oh * ow, c
+    elif flat_hw:
+        rows, cols = n * c * od, oh * ow
+    else:
+        rows, cols = n * c * od * oh, ow
     int64 = max(_span(x5), _span(o5), rows * cols) >= INT32_SPAN_LIMIT
     heavy = (not c_inner) + int64 + (x.dtype == torch.float64)
     block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, x.element_size())
     write_code, write_idx = code.numel() > 0, idx.numel() > 0
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
-        C_INNER=c_inner, TRACK_ARGMAX=write_code or write_idx, WRITE_CODE=write_code,
+        C_INNER=c_inner, FLAT_HW=flat_hw, TRACK_ARGMAX=write_code or write_idx, WRITE_CODE=write_code,
         WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(x.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
@@ -652,6 +682,10 @@ def backward_launch_spec(
     else:
         c_inner = _tile_on_channels(c, w, i5.stride(1), i5.stride(4), device_type)
         rows, cols = (n * d * h * w, c) if c_inner else (n * c * d * h, w)
+    # On CUDA, along W: a column per element of the (H, W) plane, as in the forward.
+    flat_hw = device_type == "cuda" and not c_inner and h > 1 and i5.stride(4) == 1 and i5.stride(3) == w
+    if flat_hw:
+        rows, cols = n * c * d, h * w
     int64 = max(_span(g5), _span(i5), rows * cols) >= INT32_SPAN_LIMIT
     heavy = (not c_inner) + int64 + (grad_in.dtype == torch.float64)
     block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, grad_in.element_size())
@@ -660,6 +694,7 @@ def backward_launch_spec(
         C_INNER=c_inner, INT64=int64, BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     if not scatter:
+        constexprs["FLAT_HW"] = flat_hw
         constexprs["ACC"] = _acc_dtype(grad_in.dtype)
     args = (grad_out, code, grad_in, c, d, h, w, od, oh, ow, *g5.stride(), *i5.stride(), rows, cols)
     grid = (triton.cdiv(rows, block_m), triton.cdiv(cols, block_n))

@@ -595,12 +595,16 @@ def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout):
                   [("kernel_size", None), ("stride", kwargs["kernel_size"]), ("padding", 0), ("dilation", 1)])  # fmt: skip
     channels_last = layout == "channels_last" and dims > 1
     out, code, idx = mp._forward_outputs(x, ref.shape[2:], k, channels_last, True, True)
-    mp._launch(mp.forward_launch_spec(x, out, code, idx, k, s, p, d, "cuda"), x.device)
+    forward = mp.forward_launch_spec(x, out, code, idx, k, s, p, d, "cuda")
+    # Along W with more than one output row, a CUDA tile column walks the whole (OH, OW) plane.
+    assert forward.constexprs["FLAT_HW"] == (not forward.constexprs["C_INNER"] and dims > 1 and ref.shape[-2] > 1)
+    mp._launch(forward, x.device)
     assert _same_bits(out, ref) and torch.equal(idx, ref_idx)
 
     grad = _random(ref.shape, dtype, "cpu", seed=4)
     grad_in = torch.empty_like(x)
     spec = mp.backward_launch_spec(torch.empty_like(code, dtype=dtype).copy_(grad), code, grad_in, k, s, p, d, "cuda")
     assert spec.kernel == "backward"
+    assert spec.constexprs["FLAT_HW"] == (not spec.constexprs["C_INNER"] and dims > 1 and x.shape[-2] > 1)
     mp._launch(spec, x.device)
     torch.testing.assert_close(grad_in, _reference_grad(dims, x, kwargs, grad), **_grad_tolerance(dtype, CONFIGS[config][1]))
