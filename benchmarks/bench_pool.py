@@ -18,8 +18,11 @@ import torch
 import torch.nn.functional as F
 import triton
 
-import kernels
-from cases import CASES, DTYPES, LAYOUTS, PoolCase, new_input, parse_list
+# The repository root, so that a bare checkout runs it too (a GPU machine without the project).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import kernels  # noqa: E402
+from cases import CASES, DTYPES, LAYOUTS, PoolCase, new_input, parse_list  # noqa: E402
 
 MODES = ("forward", "forward_train", "backward", "forward_backward")
 PROVIDERS = ("ours", "torch", "compile")

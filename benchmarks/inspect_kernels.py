@@ -18,10 +18,13 @@ from pathlib import Path
 import torch
 import triton
 
-import kernels
-from cases import CASES, DTYPES, LAYOUTS, PoolCase, new_input, parse_list
-from kernels import max_pool as mp
-from kernels.compile import compile_launch
+# The repository root, so that a bare checkout runs it too (a GPU machine without the project).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import kernels  # noqa: E402
+from cases import CASES, DTYPES, LAYOUTS, PoolCase, new_input, parse_list  # noqa: E402
+from kernels import max_pool as mp  # noqa: E402
+from kernels.compile import compile_launch  # noqa: E402
 
 # Forward variants by what they write besides values (code: the saved tap, for a backward;
 # idx: PyTorch's int64 indices, for return_indices), then the backward.

@@ -232,8 +232,10 @@ def _max_pool_forward_kernel(
     ACC: tl.constexpr,  # compare in float32 (float64 for float64 inputs)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
 ):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid = tl.program_id(0)
+    tiles_n = (COLS + BLOCK_N - 1) // BLOCK_N
+    pid_m = pid // tiles_n
+    pid_n = pid - pid_m * tiles_n
     if INT64:
         rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
         cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
@@ -355,8 +357,10 @@ def _max_pool_backward_kernel(
     NC_D: tl.constexpr = (K_D - 1) * DIL_D // STR_D + 1
     NC_H: tl.constexpr = (K_H - 1) * DIL_H // STR_H + 1
     NC_W: tl.constexpr = (K_W - 1) * DIL_W // STR_W + 1
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid = tl.program_id(0)
+    tiles_n = (COLS + BLOCK_N - 1) // BLOCK_N
+    pid_m = pid // tiles_n
+    pid_n = pid - pid_m * tiles_n
     if INT64:
         rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
         cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
@@ -464,8 +468,10 @@ def _max_pool_backward_scatter_kernel(
     # It touches only the outputs, where the gather visits every input element: about 4x fewer
     # element accesses for 2x2 windows, which is what the interpreter pays for. On a GPU the
     # gather's single coalesced pass wins, so the launch heuristic keeps it there.
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid = tl.program_id(0)
+    tiles_n = (COLS + BLOCK_N - 1) // BLOCK_N
+    pid_m = pid // tiles_n
+    pid_n = pid - pid_m * tiles_n
     if INT64:
         rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
         cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
@@ -611,10 +617,17 @@ class LaunchSpec(NamedTuple):
     """One kernel launch: which kernel, its grid, arguments and warps (also used to AOT-compile)."""
 
     kernel: str
-    grid: tuple[int, int]
+    grid: tuple[int]
     args: tuple
     constexprs: dict
     num_warps: int
+
+
+def _grid(rows: int, cols: int, block_m: int, block_n: int) -> tuple[int]:
+    """One program per tile on a single grid axis (each kernel splits its id into a row and a
+    column tile, columns fastest): CUDA caps grid axes 1 and 2 at 65,535 programs, which the
+    tiles of one large (H, W) plane or of many short rows exceed; axis 0 takes 2**31 - 1."""
+    return (triton.cdiv(rows, block_m) * triton.cdiv(cols, block_n),)
 
 
 def _geometry_constexprs(kernel_size, stride, padding, dilation) -> dict:
@@ -658,7 +671,7 @@ def forward_launch_spec(
         x5, out, code if write_code else out, idx if write_idx else out,
         c, d, h, w, od, oh, ow, *x5.stride(), *o5.stride(), rows, cols,
     )  # fmt: skip
-    grid = (triton.cdiv(rows, block_m), triton.cdiv(cols, block_n))
+    grid = _grid(rows, cols, block_m, block_n)
     return LaunchSpec("forward", grid, args, constexprs, warps)
 
 
@@ -697,7 +710,7 @@ def backward_launch_spec(
         constexprs["FLAT_HW"] = flat_hw
         constexprs["ACC"] = _acc_dtype(grad_in.dtype)
     args = (grad_out, code, grad_in, c, d, h, w, od, oh, ow, *g5.stride(), *i5.stride(), rows, cols)
-    grid = (triton.cdiv(rows, block_m), triton.cdiv(cols, block_n))
+    grid = _grid(rows, cols, block_m, block_n)
     return LaunchSpec("backward_scatter" if scatter else "backward", grid, args, constexprs, warps)
 
 

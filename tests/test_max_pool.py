@@ -209,9 +209,8 @@ def test_data_format_channels_last(dims, batched, device):
     assert out.is_contiguous()  # the logical (N, *spatial, C) order is also the memory order
     grad = torch.randn_like(out)
     keras.requires_grad_(True)
-    x = x.detach().requires_grad_(True)
     (g,) = torch.autograd.grad(OURS[dims](keras, 3, 2, 1, data_format="channels_last"), keras, grad)
-    (ref_g,) = torch.autograd.grad(TORCH[dims](x, 3, 2, 1), x, grad.movedim(-1, -dims - 1))
+    ref_g = _reference_grad(dims, x, dict(kernel_size=3, stride=2, padding=1), grad.movedim(-1, -dims - 1))
     torch.testing.assert_close(g, ref_g.movedim(-dims - 1, -1), rtol=1e-6, atol=0)
 
 
@@ -253,11 +252,23 @@ def test_special_values(kind, config, dtype, device, layout):
     x = _layout(_special(kind, (2, 3, 9, 11), dtype, device), layout).requires_grad_(True)
     out, idx = kernels.max_pool2d(x, **kwargs, return_indices=True)
     ref, ref_idx = F.max_pool2d(x, **kwargs, return_indices=True)
+    reference = x
+    if device == "cuda" and layout == "channels_last":
+        # PyTorch's CUDA channels-last kernel starts every window's index at 0, not at the window's
+        # first element as its CPU kernels and its CUDA NCHW kernel do, so a window with nothing
+        # above -inf reports plane index 0, outside the window (and its gradient goes there). We
+        # give the first element everywhere: hold us to PyTorch's NCHW result, and check that the
+        # two PyTorch kernels differ nowhere else.
+        reference = x.contiguous()
+        _, nchw_idx = F.max_pool2d(reference, **kwargs, return_indices=True)
+        assert torch.equal(ref_idx[ref != -math.inf], nchw_idx[ref != -math.inf])
+        ref_idx = nchw_idx
     assert _same_bits(out, ref)
     assert torch.equal(idx, ref_idx)
     grad = _random(out.shape, dtype, device, seed=2)
     (g,) = torch.autograd.grad(out, x, grad)
-    torch.testing.assert_close(g, _reference_grad(2, x, kwargs, grad), **_grad_tolerance(dtype, CONFIGS[config][1]))
+    expected = _reference_grad(2, reference, kwargs, grad)
+    torch.testing.assert_close(g, expected, **_grad_tolerance(dtype, CONFIGS[config][1]))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -280,11 +291,15 @@ def test_window_without_any_input_element(device):
 def _reference_grad(dims, x, kwargs, grad):
     """PyTorch's input gradient; for 16-bit types the exact float64 one, rounded once.
 
-    PyTorch sums overlapping half-precision gradients in half precision, rounding at every step;
-    we sum in float32 and round once, which is what the float64 reference rounded once gives.
+    float32/float64: from PyTorch's CPU kernels, which add an input's gradients in window order,
+    as we do (its CUDA 3D backward adds them with atomics, in no fixed order, so where windows
+    overlap its last bits change from run to run). 16-bit: PyTorch sums overlapping gradients in
+    half precision, rounding at every step; we sum in float32 and round once, which is what the
+    float64 reference (exact, in any order) rounded once gives.
     """
     if x.dtype in (torch.float32, torch.float64):
-        return torch.autograd.grad(TORCH[dims](x, **kwargs), x, grad)[0]
+        xc = x.detach().cpu().requires_grad_(True)
+        return torch.autograd.grad(TORCH[dims](xc, **kwargs), xc, grad.cpu())[0].to(x.device)
     x64 = x.detach().double().requires_grad_(True)
     return torch.autograd.grad(TORCH[dims](x64, **kwargs), x64, grad.double())[0].to(x.dtype)
 
@@ -608,3 +623,82 @@ def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout):
     assert spec.constexprs["FLAT_HW"] == (not spec.constexprs["C_INNER"] and dims > 1 and x.shape[-2] > 1)
     mp._launch(spec, x.device)
     torch.testing.assert_close(grad_in, _reference_grad(dims, x, kwargs, grad), **_grad_tolerance(dtype, CONFIGS[config][1]))
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled kernels on a GPU at real layer sizes (many tiles, full grids, 64-bit offsets)
+# --------------------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: compiled kernels at real sizes")
+# The benchmarks' layers (benchmarks/cases.py): (input, kwargs, windows overlap).
+REAL_LAYERS = {
+    "seed": ((32, 10, 222, 222), dict(kernel_size=2), False),
+    "resnet_stem": ((32, 64, 112, 112), dict(kernel_size=3, stride=2, padding=1), True),
+    "video3d": ((8, 64, 16, 56, 56), dict(kernel_size=2), False),
+    "seq1d": ((32, 256, 4096), dict(kernel_size=3, stride=2, padding=1), True),
+}
+
+
+def _cuda_random(shape, dtype, seed: int) -> torch.Tensor:
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return torch.randn(shape, generator=g, device="cuda", dtype=torch.float32).to(dtype)
+
+
+@needs_cuda
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("layer", list(REAL_LAYERS))
+def test_real_layers_on_cuda(layer, layout, dtype):
+    shape, kwargs, overlapping = REAL_LAYERS[layer]
+    dims = len(shape) - 2
+    x = _layout(_cuda_random(shape, dtype, seed=0), layout).requires_grad_(True)
+    out, idx = OURS[dims](x, **kwargs, return_indices=True)
+    ref, ref_idx = TORCH[dims](x, **kwargs, return_indices=True)
+    assert _same_bits(out, ref) and torch.equal(idx, ref_idx)
+    if dims > 1:  # 1D has no memory format: PyTorch's CUDA output keeps C innermost, its CPU one does not
+        assert out.stride() == ref.stride()
+    grad = _cuda_random(out.shape, dtype, seed=1)
+    (g,) = torch.autograd.grad(OURS[dims](x, **kwargs), x, grad)
+    torch.testing.assert_close(g, _reference_grad(dims, x, kwargs, grad), **_grad_tolerance(dtype, overlapping))
+    (again,) = torch.autograd.grad(OURS[dims](x, **kwargs), x, grad)
+    assert torch.equal(g, again)  # deterministic at full size too
+
+
+@needs_cuda
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_offsets_beyond_int32_on_cuda(layout):
+    """2.2e9 elements: offsets overflow 32 bits, so the kernels must take their 64-bit path."""
+    shape, kwargs = (1, 8, 16400, 16400), dict(kernel_size=3, stride=2, padding=1)
+    free, _ = torch.cuda.mem_get_info()
+    if free < 40 * 2**30:
+        pytest.skip(f"needs 40 GiB of free GPU memory, {free / 2**30:.0f} GiB free")
+    x = _layout(_cuda_random(shape, torch.float16, seed=0), layout)
+    assert x.numel() > 2**31
+    x.requires_grad_(True)
+    out, idx = kernels.max_pool2d(x, **kwargs, return_indices=True)
+    grad = _cuda_random(out.shape, torch.float16, seed=1)
+    (g,) = torch.autograd.grad(out, x, grad)
+    for c in range(shape[1]):  # PyTorch one channel at a time: indices are per plane, so they agree
+        xc = x[:, c : c + 1].detach().requires_grad_(True)
+        ref, ref_idx = F.max_pool2d(xc, **kwargs, return_indices=True)
+        assert _same_bits(out[:, c : c + 1], ref) and torch.equal(idx[:, c : c + 1], ref_idx), f"channel {c}"
+        ref_g = _reference_grad(2, xc, kwargs, grad[:, c : c + 1])
+        torch.testing.assert_close(g[:, c : c + 1], ref_g, **_grad_tolerance(torch.float16, True), msg=f"channel {c}")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cuda_grids_fit_the_launch_limits(layout):
+    """One 16400 x 16400 plane is 2.1 million tiles: CUDA caps grid axes 1 and 2 at 65,535
+    programs, so every launch puts its tiles on axis 0 (up to 2**31 - 1) and splits them itself."""
+    x = _layout(torch.empty((1, 8, 16400, 16400), dtype=torch.float16, device="meta"), layout)
+    k, s, p, d = (3, 3), (2, 2), (1, 1), (1, 1)
+    out, code, idx = mp._forward_outputs(x, (8200, 8200), k, layout == "channels_last", True, True)
+    forward = mp.forward_launch_spec(x, out, code, idx, k, s, p, d, "cuda")
+    backward = mp.backward_launch_spec(out, code, torch.empty_like(x), k, s, p, d, "cuda")
+    for spec, (rows, cols) in [(forward, forward.args[-2:]), (backward, backward.args[-2:])]:
+        assert spec.constexprs["INT64"]
+        tiles = math.ceil(rows / spec.constexprs["BLOCK_M"]) * math.ceil(cols / spec.constexprs["BLOCK_N"])
+        assert spec.grid == (tiles,) and 65535 < tiles < 2**31
+

@@ -28,6 +28,7 @@ def pool_id(cfg: PoolConfig) -> str:
 
 # Small, odd, non-square inputs: CPU Triton runs through the interpreter, and H != W catches swaps.
 SMALL = (23, 27)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SEED_POOLED = {"conv1": 222, "pool1": 111, "conv2": 109, "pool2": 54, "conv3": 52, "pool3": 26}
 SEED_UNPOOLED = {"conv1": 222, "conv2": 220, "conv3": 218}
 
@@ -143,14 +144,20 @@ AB_POOLS = [
 ]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("pool", AB_POOLS, ids=pool_id)
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_triton_and_torch_backends_agree(name, pool):
+def test_triton_and_torch_backends_agree(name, pool, device, monkeypatch):
+    if device == "cuda":  # cuDNN may pick a different (or atomics-based) algorithm per call
+        monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+        monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     torch.manual_seed(0)
-    models = [build_model(name, pool=replace(pool, backend=b), image_size=SMALL) for b in ("triton", "torch")]
+    models = [
+        build_model(name, pool=replace(pool, backend=b), image_size=SMALL).to(device) for b in ("triton", "torch")
+    ]
     models[1].load_state_dict(models[0].state_dict())
     assert [pool_backend(m) for m in models] == ["triton", "torch"]
-    x = torch.randn(3, 3, *SMALL)
+    x = torch.randn(3, 3, *SMALL).to(device)
     inputs = [x.clone().requires_grad_() for _ in models]
     outputs = [model(input) for model, input in zip(models, inputs)]
     assert_close(outputs[0], outputs[1], rtol=0, atol=0)

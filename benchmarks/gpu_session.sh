@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One short session on a lent GPU: correctness of the compiled kernels, then the targets,
+# then a wider table. Each step is time-boxed so that a slow one cannot eat the others, and every
+# log goes to $OUT (or ./gpu-session/ when run by hand).
+#
+#   bash benchmarks/gpu_session.sh            # ~8 minutes on an H100/H200, Triton's cache cold
+#
+# It uses the machine's own torch and triton (the project's MLflow/Hydra are not needed here);
+# tests/test_models.py also needs torchinfo: where the image lacks it, install its wheel first
+# (pip install --target DIR torchinfo-*.whl; PYTHONPATH=DIR).
+set -u
+export PYTHONUNBUFFERED=1
+OUT="${OUT:-gpu-session}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+
+step() { echo; echo "=== $1 ($(date +%T))"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+"$PY" -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+
+step "tests on CUDA: every device-parametrized test, the real layer sizes, 64-bit offsets"
+timeout 200 "$PY" -m pytest -o addopts="" -p no:cacheprovider -q -rs -n 8 --timeout 150 \
+  tests/test_max_pool.py tests/test_models.py -k "cuda and not compute_the_same_on_cpu and not tiles_give" \
+  2>&1 | tee "$OUT/pytest.log" | tail -40
+
+step "targets: ResNet stem and large batch, float16, ours vs torch eager vs torch.compile"
+timeout 180 "$PY" benchmarks/bench_pool.py --cases resnet_stem,large_batch --dtypes float16 --check \
+  --csv "$OUT/targets.csv" 2>&1 | tee "$OUT/targets.log" | tail -45
+
+step "every layer, float32 and bfloat16, ours vs torch eager"
+timeout 110 "$PY" benchmarks/bench_pool.py --providers ours,torch --dtypes float32,bfloat16 \
+  --modes forward,forward_backward --csv "$OUT/wide.csv" 2>&1 | tee "$OUT/wide.log" | tail -60
