@@ -24,13 +24,16 @@ custom ops with autograd -> functional API -> nn.Module drop-ins.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import NamedTuple, Sequence
+from types import MappingProxyType
+from typing import Mapping, NamedTuple, Sequence
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor, nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 from triton.runtime.interpreter import InterpretedFunction, interpreter_builder
 
 __all__ = [
@@ -70,6 +73,26 @@ class PoolGeometry(NamedTuple):
     padding: tuple[int, ...]  # padding *before* each dimension; what lies after is implied
     dilation: tuple[int, ...]
     output_size: tuple[int, ...]
+
+
+def _memo(fn):
+    """Memoize a pure host-side helper (argument checks, geometry, launch plans): a layer called
+    again with the same shapes then costs a dictionary lookup instead of tens of microseconds of
+    Python, which on a GPU is what a small layer's call is made of. Bypassed while tracing
+    (torch.compile, opcheck, export), where sizes may be symbolic and the work is done once."""
+    cached = functools.lru_cache(maxsize=4096)(fn)
+
+    @functools.wraps(fn)
+    def call(*args):
+        if torch.compiler.is_compiling():
+            return fn(*args)
+        try:
+            return cached(*args)
+        except TypeError:  # unhashable symbolic sizes (or fn's own TypeError, which recurs)
+            return fn(*args)
+
+    call.cache_clear = cached.cache_clear
+    return call
 
 
 def pool_output_size(
@@ -159,6 +182,34 @@ def _check_pool_args(
     return kernel, strides, pads, dilations
 
 
+_UNCACHEABLE = object()
+
+
+def _frozen(value):
+    """A pooling argument as a cache key, or _UNCACHEABLE: only exact ints (bools are not),
+    strings, None and lists/tuples of exact ints, so that a key never stands for a value the
+    checks would reject (as a cache, 2.0 == 2 and True == 1)."""
+    kind = type(value)
+    if kind is int or kind is str or value is None:
+        return value
+    if (kind is tuple or kind is list) and all(type(v) is int for v in value):
+        return tuple(value)
+    return _UNCACHEABLE
+
+
+_check_pool_args_cached = _memo(_check_pool_args)
+
+
+def _checked_pool_args(fn: str, dims: int, kernel_size, stride, padding, dilation, ceil_mode, data_format):
+    """``_check_pool_args``, memoized for the argument values it can key on (a layer's are
+    checked once, not on every call); anything else is checked afresh, and errors never cache."""
+    key = (_frozen(kernel_size), _frozen(stride), _frozen(padding), _frozen(dilation))
+    if _UNCACHEABLE in key or type(ceil_mode) is not bool or type(data_format) is not str:
+        return _check_pool_args(fn, dims, kernel_size, stride, padding, dilation, ceil_mode, data_format)
+    return _check_pool_args_cached(fn, dims, *key, ceil_mode, data_format)
+
+
+@_memo
 def _resolve_geometry(
     fn: str, spatial: Sequence[int], kernel, strides, pads, dilations, ceil_mode: bool
 ) -> PoolGeometry:
@@ -177,6 +228,7 @@ def _resolve_geometry(
     return PoolGeometry(kernel, strides, tuple(before), dilations, tuple(outs))
 
 
+@_memo
 def _strides_like_channels_last(shape: Sequence[int], strides: Sequence[int]) -> bool:
     """PyTorch's ``suggest_memory_format() == channels_last(_3d)`` rule, for 4D and 5D tensors.
 
@@ -551,6 +603,10 @@ CPU_MAX_BLOCK_N = 2**12
 INT32_SPAN_LIMIT = 2**30
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)  # not triton.cdiv: a jit function, ~10 us a call from host code
+
+
 def _next_pow2(x: int) -> int:
     return 1 << max(0, x - 1).bit_length()
 
@@ -582,13 +638,14 @@ def _tile_on_channels(channels: int, width: int, stride_c: int, stride_w: int, d
     # to it: walk the axis that fills power-of-two tiles best.
     def waste(extent: int) -> float:
         block = min(_next_pow2(extent), CPU_MAX_BLOCK_N)
-        return triton.cdiv(extent, block) * block / extent
+        return _cdiv(extent, block) * block / extent
 
     return waste(channels) < waste(width) or (waste(channels) == waste(width) and stride_c < stride_w)
 
 
-def _span(t: Tensor) -> int:
-    return 1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()) if size > 0)
+def _span_of(shape: Sequence[int], strides: Sequence[int]) -> int:
+    """Elements from a tensor's first to its last, plus one: what its offsets must reach."""
+    return 1 + sum((size - 1) * abs(stride) for size, stride in zip(shape, strides) if size > 0)
 
 
 def _as_5d(t: Tensor) -> Tensor:
@@ -619,7 +676,7 @@ class LaunchSpec(NamedTuple):
     kernel: str
     grid: tuple[int]
     args: tuple
-    constexprs: dict
+    constexprs: Mapping[str, object]  # read-only: memoized plans share it
     num_warps: int
 
 
@@ -627,7 +684,7 @@ def _grid(rows: int, cols: int, block_m: int, block_n: int) -> tuple[int]:
     """One program per tile on a single grid axis (each kernel splits its id into a row and a
     column tile, columns fastest): CUDA caps grid axes 1 and 2 at 65,535 programs, which the
     tiles of one large (H, W) plane or of many short rows exceed; axis 0 takes 2**31 - 1."""
-    return (triton.cdiv(rows, block_m) * triton.cdiv(cols, block_n),)
+    return (_cdiv(rows, block_m) * _cdiv(cols, block_n),)
 
 
 def _geometry_constexprs(kernel_size, stride, padding, dilation) -> dict:
@@ -646,33 +703,46 @@ def forward_launch_spec(
 ) -> LaunchSpec:
     """The forward launch for (N, C, *spatial) tensors; ``code``/``idx`` empty when not written."""
     x5, o5 = _as_5d(x), _as_5d(out)
-    n, c, d, h, w = x5.shape
-    od, oh, ow = o5.shape[2:]
-    c_inner = _tile_on_channels(c, ow, x5.stride(1), x5.stride(4), device_type)
+    write_code, write_idx = code.numel() > 0, idx.numel() > 0
+    rows, cols, grid, constexprs, warps = _forward_plan(
+        tuple(x5.shape), x5.stride(), tuple(o5.shape), o5.stride(), x.dtype, write_code, write_idx,
+        tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), device_type, INT32_SPAN_LIMIT,
+    )  # fmt: skip
+    args = (
+        x5, out, code if write_code else out, idx if write_idx else out,
+        *x5.shape[1:], *o5.shape[2:], *x5.stride(), *o5.stride(), rows, cols,
+    )  # fmt: skip
+    return LaunchSpec("forward", grid, args, constexprs, warps)
+
+
+# Launch plans depend only on sizes, strides, dtype and pooling arguments, so they are memoized.
+@_memo
+def _forward_plan(
+    shape5, strides5, out_shape5, out_strides5, dtype, write_code, write_idx,
+    kernel_size, stride, padding, dilation, device_type, int32_span_limit,
+):  # fmt: skip
+    n, c, d, h, w = shape5
+    od, oh, ow = out_shape5[2:]
+    x_span, o_span = _span_of(shape5, strides5), _span_of(out_shape5, out_strides5)
+    c_inner = _tile_on_channels(c, ow, strides5[1], strides5[4], device_type)
     # On CUDA, along W: a column per output of the (OH, OW) plane, if out lays it out contiguously.
-    flat_hw = device_type == "cuda" and not c_inner and oh > 1 and o5.stride(4) == 1 and o5.stride(3) == ow
+    flat_hw = device_type == "cuda" and not c_inner and oh > 1 and out_strides5[4] == 1 and out_strides5[3] == ow
     if c_inner:
         rows, cols = n * od * oh * ow, c
     elif flat_hw:
         rows, cols = n * c * od, oh * ow
     else:
         rows, cols = n * c * od * oh, ow
-    int64 = max(_span(x5), _span(o5), rows * cols) >= INT32_SPAN_LIMIT
-    heavy = (not c_inner) + int64 + (x.dtype == torch.float64)
-    block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, x.element_size())
-    write_code, write_idx = code.numel() > 0, idx.numel() > 0
+    int64 = max(x_span, o_span, rows * cols) >= int32_span_limit
+    heavy = (not c_inner) + int64 + (dtype == torch.float64)
+    block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, dtype.itemsize)
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
         C_INNER=c_inner, FLAT_HW=flat_hw, TRACK_ARGMAX=write_code or write_idx, WRITE_CODE=write_code,
-        WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(x.dtype),
+        WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(dtype),
         BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
-    args = (
-        x5, out, code if write_code else out, idx if write_idx else out,
-        c, d, h, w, od, oh, ow, *x5.stride(), *o5.stride(), rows, cols,
-    )  # fmt: skip
-    grid = _grid(rows, cols, block_m, block_n)
-    return LaunchSpec("forward", grid, args, constexprs, warps)
+    return rows, cols, _grid(rows, cols, block_m, block_n), MappingProxyType(constexprs), warps
 
 
 def backward_launch_spec(
@@ -685,33 +755,45 @@ def backward_launch_spec(
     scatter kernel (which needs ``grad_in`` zero-filled first) does a quarter of the work.
     """
     g5, i5 = _as_5d(grad_out), _as_5d(grad_in)
-    n, c, d, h, w = i5.shape
-    od, oh, ow = g5.shape[2:]
+    kernel, rows, cols, grid, constexprs, warps = _backward_plan(
+        tuple(g5.shape), g5.stride(), tuple(i5.shape), i5.stride(), grad_in.dtype,
+        tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), device_type, INT32_SPAN_LIMIT,
+    )  # fmt: skip
+    args = (grad_out, code, grad_in, *i5.shape[1:], *g5.shape[2:], *g5.stride(), *i5.stride(), rows, cols)
+    return LaunchSpec(kernel, grid, args, constexprs, warps)
+
+
+@_memo
+def _backward_plan(
+    grad_shape5, grad_strides5, shape5, strides5, dtype,
+    kernel_size, stride, padding, dilation, device_type, int32_span_limit,
+):  # fmt: skip
+    n, c, d, h, w = shape5
+    od, oh, ow = grad_shape5[2:]
     overlapping = any((k - 1) * dl >= s for k, s, dl in zip(kernel_size, stride, dilation))
     scatter = device_type != "cuda" and not overlapping
     if scatter:  # tiles over the output, like the forward
-        c_inner = _tile_on_channels(c, ow, i5.stride(1), i5.stride(4), device_type)
+        c_inner = _tile_on_channels(c, ow, strides5[1], strides5[4], device_type)
         rows, cols = (n * od * oh * ow, c) if c_inner else (n * c * od * oh, ow)
     else:
-        c_inner = _tile_on_channels(c, w, i5.stride(1), i5.stride(4), device_type)
+        c_inner = _tile_on_channels(c, w, strides5[1], strides5[4], device_type)
         rows, cols = (n * d * h * w, c) if c_inner else (n * c * d * h, w)
     # On CUDA, along W: a column per element of the (H, W) plane, as in the forward.
-    flat_hw = device_type == "cuda" and not c_inner and h > 1 and i5.stride(4) == 1 and i5.stride(3) == w
+    flat_hw = device_type == "cuda" and not c_inner and h > 1 and strides5[4] == 1 and strides5[3] == w
     if flat_hw:
         rows, cols = n * c * d, h * w
-    int64 = max(_span(g5), _span(i5), rows * cols) >= INT32_SPAN_LIMIT
-    heavy = (not c_inner) + int64 + (grad_in.dtype == torch.float64)
-    block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, grad_in.element_size())
+    int64 = max(_span_of(grad_shape5, grad_strides5), _span_of(shape5, strides5), rows * cols) >= int32_span_limit
+    heavy = (not c_inner) + int64 + (dtype == torch.float64)
+    block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, dtype.itemsize)
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
         C_INNER=c_inner, INT64=int64, BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     if not scatter:
         constexprs["FLAT_HW"] = flat_hw
-        constexprs["ACC"] = _acc_dtype(grad_in.dtype)
-    args = (grad_out, code, grad_in, c, d, h, w, od, oh, ow, *g5.stride(), *i5.stride(), rows, cols)
-    grid = _grid(rows, cols, block_m, block_n)
-    return LaunchSpec("backward_scatter" if scatter else "backward", grid, args, constexprs, warps)
+        constexprs["ACC"] = _acc_dtype(dtype)
+    kernel = "backward_scatter" if scatter else "backward"
+    return kernel, rows, cols, _grid(rows, cols, block_m, block_n), MappingProxyType(constexprs), warps
 
 
 def _launch(spec: LaunchSpec, device: torch.device) -> None:
@@ -756,6 +838,38 @@ def _forward_outputs(x: Tensor, output_size, kernel_size, channels_last, save_co
     return out, code, idx
 
 
+def _pool_forward(
+    input: Tensor, kernel_size, stride, padding, dilation, output_size, channels_last: bool,
+    save_code: bool, return_indices: bool,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    out, code, idx = _forward_outputs(input, output_size, kernel_size, channels_last, save_code, return_indices)
+    if out.numel() > 0:
+        spec = forward_launch_spec(input, out, code, idx, kernel_size, stride, padding, dilation, input.device.type)
+        _launch(spec, input.device)
+    return out, code, idx
+
+
+def _pool_backward(
+    grad_output: Tensor, code: Tensor, input_size, channels_last: bool, kernel_size, stride, padding, dilation,
+) -> Tensor:  # fmt: skip
+    grad_in = _empty_pooled(grad_output, input_size, channels_last)
+    if grad_in.numel() == 0:
+        return grad_in
+    if grad_output.numel() == 0:
+        return grad_in.zero_()
+    if grad_output.stride() != code.stride():
+        # One set of strides for both keeps the kernel lean; autograd usually hands us exactly
+        # this layout, and otherwise (e.g. an expanded gradient of a sum) this is one small copy.
+        grad_output = torch.empty_like(code, dtype=grad_output.dtype).copy_(grad_output)
+    spec = backward_launch_spec(grad_output, code, grad_in, kernel_size, stride, padding, dilation, grad_in.device.type)
+    if spec.kernel == "backward_scatter":
+        grad_in.zero_()  # outside the interpreter: a memset
+    _launch(spec, grad_in.device)
+    return grad_in
+
+
+# The two custom ops are what torch.compile, torch.export and opcheck see: schemas, fake
+# (meta) implementations and autograd, so that graphs hold our kernels without breaks.
 @torch.library.custom_op("tritonpool::max_pool_forward", mutates_args=())
 def max_pool_forward(
     input: Tensor,
@@ -773,11 +887,9 @@ def max_pool_forward(
     ``padding`` is the padding before each spatial dimension and ``output_size`` the resolved
     output size (see ``pool_output_size``); ``channels_last`` lays the outputs out C-innermost.
     """
-    out, code, idx = _forward_outputs(input, output_size, kernel_size, channels_last, save_code, return_indices)
-    if out.numel() > 0:
-        spec = forward_launch_spec(input, out, code, idx, kernel_size, stride, padding, dilation, input.device.type)
-        _launch(spec, input.device)
-    return out, code, idx
+    return _pool_forward(
+        input, kernel_size, stride, padding, dilation, output_size, channels_last, save_code, return_indices
+    )
 
 
 @max_pool_forward.register_fake
@@ -797,20 +909,7 @@ def max_pool_backward(
     dilation: list[int],
 ) -> Tensor:
     """Gradient of the input from the gradient of the output and the saved winning taps."""
-    grad_in = _empty_pooled(grad_output, input_size, channels_last)
-    if grad_in.numel() == 0:
-        return grad_in
-    if grad_output.numel() == 0:
-        return grad_in.zero_()
-    if grad_output.stride() != code.stride():
-        # One set of strides for both keeps the kernel lean; autograd usually hands us exactly
-        # this layout, and otherwise (e.g. an expanded gradient of a sum) this is one small copy.
-        grad_output = torch.empty_like(code, dtype=grad_output.dtype).copy_(grad_output)
-    spec = backward_launch_spec(grad_output, code, grad_in, kernel_size, stride, padding, dilation, grad_in.device.type)
-    if spec.kernel == "backward_scatter":
-        grad_in.zero_()  # outside the interpreter: a memset
-    _launch(spec, grad_in.device)
-    return grad_in
+    return _pool_backward(grad_output, code, input_size, channels_last, kernel_size, stride, padding, dilation)
 
 
 @max_pool_backward.register_fake
@@ -836,11 +935,53 @@ def _backward(ctx, grad_out, _grad_code, _grad_idx):
             "backward pass; call it through kernels.max_pool*d, which saves what the backward needs"
         )
     (code,) = ctx.saved_tensors
-    grad_in = max_pool_backward(grad_out, code, ctx.input_size, ctx.grad_channels_last, *ctx.pool_args)
+    if grad_out is None:  # the eager path does not materialize gradients of unused outputs
+        return (None,) * 9
+    backward = max_pool_backward if ctx.through_ops else _pool_backward
+    grad_in = backward(grad_out, code, ctx.input_size, ctx.grad_channels_last, *ctx.pool_args)
     return grad_in, None, None, None, None, None, None, None, None
 
 
-max_pool_forward.register_autograd(_backward, setup_context=_setup_context)
+def _setup_op_context(ctx, inputs, output):
+    _setup_context(ctx, inputs, output)
+    ctx.through_ops = True
+
+
+max_pool_forward.register_autograd(_backward, setup_context=_setup_op_context)
+
+
+class _EagerMaxPool(torch.autograd.Function):
+    """The eager path: the custom ops' bodies and autograd without their Python dispatch.
+
+    A custom op call costs ~40 us of Python on top of the kernel (its backward ~80 us, for
+    argument binding and the autograd wrapper), about as much as a whole small pooling layer
+    takes on a GPU; plain tensors outside torch.compile come here instead. Same kernels, same
+    saved state, same results.
+    """
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _pool_forward(*inputs)
+        _setup_context(ctx, inputs, output)
+        ctx.through_ops = False
+        ctx.mark_non_differentiable(output[1], output[2])
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for the code and indices
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_code, grad_idx):
+        return _backward(ctx, grad_out, grad_code, grad_idx)
+
+
+def _through_ops(x: Tensor) -> bool:
+    """Whether a call must go through the custom ops: while torch.compile/export traces, and for
+    anything but a plain tensor outside any dispatch mode (fake, meta, functional, subclasses)."""
+    return (
+        torch.compiler.is_compiling()
+        or type(x) is not torch.Tensor
+        or x.device.type not in ("cpu", "cuda")
+        or _current_dispatch_mode() is not None
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -859,7 +1000,7 @@ def _max_pool(
         raise TypeError(
             f"{fn}: input must be float16, bfloat16, float32 or float64, got {input.dtype}"
         )
-    kernel, strides, pads, dilations = _check_pool_args(
+    kernel, strides, pads, dilations = _checked_pool_args(
         fn, dims, kernel_size, stride, padding, dilation, ceil_mode, data_format
     )
     if input.dim() not in (dims + 1, dims + 2):
@@ -878,13 +1019,17 @@ def _max_pool(
         raise PoolArgumentError(
             f"{fn}: only the batch dimension may be empty, got an input of shape {tuple(input.shape)}"
         )
-    geometry = _resolve_geometry(fn, x.shape[2:], kernel, strides, pads, dilations, ceil_mode)
+    geometry = _resolve_geometry(fn, tuple(x.shape[2:]), kernel, strides, pads, dilations, bool(ceil_mode))
     if data_format == "channels_last":
         channels_last = True  # so that the result is contiguous in (N, *spatial, C) order
     else:
-        channels_last = batched and _strides_like_channels_last(x.shape, x.stride())
+        channels_last = batched and _strides_like_channels_last(tuple(x.shape), x.stride())
     save_code = torch.is_grad_enabled() and x.requires_grad
-    out, _, idx = torch.ops.tritonpool.max_pool_forward(
+    if _through_ops(x):
+        op = torch.ops.tritonpool.max_pool_forward
+    else:  # nothing to differentiate: no autograd node either
+        op = _EagerMaxPool.apply if save_code else _pool_forward
+    out, _, idx = op(
         x,
         list(geometry.kernel_size),
         list(geometry.stride),

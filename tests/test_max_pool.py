@@ -702,3 +702,25 @@ def test_cuda_grids_fit_the_launch_limits(layout):
         tiles = math.ceil(rows / spec.constexprs["BLOCK_M"]) * math.ceil(cols / spec.constexprs["BLOCK_N"])
         assert spec.grid == (tiles,) and 65535 < tiles < 2**31
 
+
+@pytest.mark.parametrize("bad", [True, 2.0, (2, 2.0), [2, True]])
+def test_argument_checks_are_not_cached_away(bad):
+    """A call with valid ints memoizes its checks; equal-hashing bools and floats must still fail."""
+    x = _random((1, 2, 6, 6), torch.float32, "cpu")
+    kernels.max_pool2d(x, 2)
+    kernels.max_pool2d(x, (2, 2))
+    with pytest.raises(TypeError, match="kernel_size must contain ints"):
+        kernels.max_pool2d(x, bad)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_eager_calls_skip_the_custom_op_dispatch(requires_grad, monkeypatch):
+    """Plain tensors outside torch.compile run the same bodies without the op's Python dispatch."""
+    monkeypatch.setattr(torch.ops.tritonpool, "max_pool_forward", None)  # would fail if called
+    x = _random((2, 3, 9, 11), torch.float32, "cpu").requires_grad_(requires_grad)
+    out = kernels.max_pool2d(x, 3, 2, 1)
+    assert torch.equal(out, F.max_pool2d(x, 3, 2, 1))
+    assert (out.grad_fn is not None) == requires_grad
+    if requires_grad:
+        (g,) = torch.autograd.grad(out, x, torch.ones_like(out))
+        torch.testing.assert_close(g, _reference_grad(2, x, dict(kernel_size=3, stride=2, padding=1), torch.ones_like(out)))
