@@ -20,6 +20,8 @@ STARTED = time.perf_counter()  # before the heavy imports: a single run's startu
 
 import os
 import random
+import shlex
+import shutil
 from dataclasses import asdict
 import subprocess
 import sys
@@ -238,7 +240,7 @@ def resume_hint(checkpoint_path: Path, hydra_cfg) -> str:
     if not checkpoint_path.is_file():
         return ""
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("trainer.resume_from=")]
-    command = " ".join(["python train.py", *overrides, f"trainer.resume_from={checkpoint_path}"])
+    command = shlex.join(["python", "train.py", *overrides, f"trainer.resume_from={checkpoint_path}"])
     return f"\nThe last finished epoch is saved; to continue from it:\n  {tracking.mask_secrets(command)}"
 
 
@@ -332,6 +334,11 @@ def train(
         if cost:
             tracker.log_metrics(cost, step=0)
     if checkpoint_path is not None:
+        if resume is not None and resume.path.resolve() != checkpoint_path.resolve():
+            # The tag moves to this attempt's folder: put the state there now, so that a run
+            # stopped again before its next epoch still has a checkpoint where the tag points.
+            checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(resume.path, checkpoint_path)
         tracker.set_tags({"checkpoint": checkpoint_path.resolve()})  # where resume finds this run's state
 
     def end_of_epoch(epoch: int, metrics) -> None:

@@ -375,23 +375,39 @@ class RunTracker(NullTracker):
                 parent_run_id=self.parent_run_id, tags=self._tags,
             )  # fmt: skip
         else:
-            self._call("reopening the run", self._reopen)
+            self._reopen()
         self.run_id = self._run.info.run_id
         return self
 
     def _reopen(self) -> None:
+        # One retried call per step: start_run puts the run on MLflow's active-run stack, so
+        # retrying it together with what follows would find it "already active".
         mlflow = _mlflow()
-        self._run = mlflow.start_run(run_id=self.run_id)  # back to RUNNING, same record
+        self._run = self._call("reopening the run", mlflow.start_run, run_id=self.run_id)  # RUNNING again
         self.continued = True
         self.run_name = self._run.info.run_name
-        mlflow.set_tags(self._tags)  # this attempt's job number, overrides, versions
+        self._call("tagging the run", mlflow.set_tags, self._tags)  # this attempt's job number, versions
         if "error" in self._run.data.tags:  # an earlier attempt's failure; its traceback artifact stays
-            self.client.delete_tag(self.run_id, "error")
+            self._call("clearing the earlier error", self.client.delete_tag, self.run_id, "error")
+
+    def _end(self, status: str) -> None:
+        """Record the run's end (retried), then take it off MLflow's active-run stack.
+
+        Not mlflow.end_run alone: it pops the run off the stack before it writes the status, so
+        a retry after a transient lock would find no run to end and the run would stay RUNNING.
+        """
+        self._call("ending the run", self.client.set_terminated, self.run_id, status)
+        active = _mlflow().active_run()
+        if active is not None and active.info.run_id == self.run_id:
+            try:
+                _mlflow().end_run(status)  # pops it; writes the same status once more
+            except Exception:  # noqa: BLE001 - the status is already recorded
+                pass
 
     def __exit__(self, kind, error, tb) -> bool:
         mlflow = _mlflow()
         if kind is None:
-            self._call("ending the run", mlflow.end_run, "FINISHED")
+            self._end("FINISHED")
             return False
         status = "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED"
         try:
@@ -403,7 +419,7 @@ class RunTracker(NullTracker):
             print(f"warning: could not record the error in run {self.run_id}: {mask_secrets(str(failure))[:300]}")
         finally:
             try:
-                mlflow.end_run(status)  # one more try: a lost server may be back
+                self._end(status)  # one more try: a lost server may be back
             except Exception:  # noqa: BLE001 - the run's own error matters more
                 print(
                     f"warning: could not mark run {self.run_id} {status} in {mask_uri(self.uri)}; it shows "
