@@ -696,3 +696,19 @@ def test_basic_auth_server_and_credentials_never_leak(tmp_path, monkeypatch):
             client.download_artifacts(run.info.run_id, "", str(downloads / run.info.run_id))
         _assert_no_secret(password, downloads)
         assert "alice:***@" in (downloads / runs[-1].info.run_id / "config" / "config.yaml").read_text()
+
+
+def test_a_credential_in_the_store_uri_masks_what_the_process_writes_to_stderr(monkeypatch):
+    """An MLflow error's text (a traceback Hydra prints) can carry the URI: stderr masks it."""
+    import io
+
+    monkeypatch.setattr(tracking, "connect", lambda uri: None)
+    monkeypatch.setattr(tracking, "ensure_experiment", lambda client, name, uri: "0")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    tracking.RunTracker("http://ann:s3cret-9@127.0.0.1:5000", "e", "r")
+    tracking.RunTracker("http://bob:other-7@127.0.0.1:5000", "e", "r")  # wraps once, not twice
+    assert isinstance(sys.stderr, tracking.MaskingStream)
+    assert not isinstance(sys.stderr._stream, tracking.MaskingStream)
+    sys.stderr.write("MlflowException: API request to http://ann:s3cret-9@127.0.0.1:5000/api failed\n")
+    written = sys.stderr._stream.getvalue()
+    assert "s3cret-9" not in written and "ann:***@127.0.0.1:5000" in written

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -131,8 +132,9 @@ class MaskingStream:
     """A text stream (sys.stderr) that masks credentials in URIs in what is written to it.
 
     Hydra writes a failing job's overrides straight to stderr ("Error executing job with
-    overrides: [...]"), past any logging filter; training.sweep puts this in front of stderr when
-    a sweep's overrides carry a credential. Everything else goes to the wrapped stream.
+    overrides: [...]"), past any logging filter, and an MLflow error's text can hold the store's
+    URI: training.sweep puts this in front of stderr when a sweep's overrides carry a credential,
+    RunTracker when its store's URI does. Everything else goes to the wrapped stream.
     """
 
     def __init__(self, stream) -> None:
@@ -359,6 +361,10 @@ class RunTracker(NullTracker):
         run_id: str | None = None,
     ) -> None:
         self.uri = uri
+        if mask_uri(uri) != uri and not isinstance(sys.stderr, MaskingStream):
+            # A credential in the store's URI could reach stderr inside an MLflow error's text
+            # (a traceback Hydra prints, a warning): mask what this process writes there.
+            sys.stderr = MaskingStream(sys.stderr)
         self.client = connect(uri)
         self.experiment_id = ensure_experiment(self.client, experiment, uri)
         self.run_name = run_name
@@ -519,7 +525,7 @@ class RunTracker(NullTracker):
 
     def finished_twin(self, config_hash: str):
         """The latest FINISHED run of an identical config in this experiment, or None."""
-        runs = self.client.search_runs(
+        runs = self._call("looking for a finished run of this config", self.client.search_runs,
             [self.experiment_id],
             filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"], max_results=1,
@@ -532,7 +538,7 @@ class RunTracker(NullTracker):
         RUNNING runs are left alone: one may be training right now elsewhere. A resumed sweep
         first marks its own stale RUNNING children FAILED (training.sweep), which brings them here.
         """
-        runs = self.client.search_runs(
+        runs = self._call("looking for an interrupted run of this config", self.client.search_runs,
             [self.experiment_id],
             filter_string=f"tags.config_hash = '{config_hash}' and attributes.status != 'FINISHED'",
             order_by=["attributes.start_time DESC"], max_results=100,
