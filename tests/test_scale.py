@@ -297,6 +297,37 @@ def test_a_store_locked_when_the_run_ends_still_ends_it(tmp_path, monkeypatch, o
     assert mlflow.active_run() is None  # and nothing is left on MLflow's active-run stack
 
 
+def test_two_jobs_logging_the_same_dataset_at_once_both_record_it(tmp_path, monkeypatch):
+    """Seen in CI against PostgreSQL: MLflow checks for the dataset, then inserts it, so the job
+    that loses the race gets a unique-key violation; a retry finds the row and links to it."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    info = {"name": "shapes", "train_size": 48}
+    first = tracking.RunTracker(uri, "datasets", "first")
+    with first:
+        first.log_dataset(info, "training")
+    real, calls = MlflowClient.log_inputs, []
+
+    def lost_the_race(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise MlflowException('BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value '
+                                  'violates unique constraint "dataset_pk"')
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", lost_the_race)
+    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)
+    second = tracking.RunTracker(uri, "datasets", "second")
+    with second:
+        second.log_dataset(info, "training")
+    client = _client(uri)
+    digests = [{i.dataset.digest for i in client.get_run(t.run_id).inputs.dataset_inputs} for t in (first, second)]
+    assert len(calls) == 2 and digests[0] == digests[1] and len(digests[0]) == 1
+    assert client.get_run(second.run_id).info.status == "FINISHED"
+
+
 def test_processes_starting_together_on_a_new_sqlite_store_all_succeed(tmp_path):
     """MLflow's schema migrations race on a new file (alembic_version exists, duplicate columns);
     tracking.connect serializes the first use, so every process gets a working store."""

@@ -38,6 +38,14 @@ HTTP_RETRY_DEFAULTS = {
 # transaction that read and then wants to write after another process committed (MLflow's writes
 # check the run first) gets "database is locked" at once. Retrying the whole call is the remedy.
 LOCK_RETRIES = 4
+# Errors that parallel jobs sharing one store cause and that a retry resolves: SQLite's write
+# lock, and two jobs inserting the same row at once (both log the same dataset: MLflow checks
+# for it, then inserts, so one insert loses; retried, it finds the row and links to it).
+TRANSIENT_ERRORS = (
+    "database is locked",
+    "duplicate key value violates unique constraint",  # PostgreSQL
+    "UNIQUE constraint failed",  # SQLite
+)
 
 
 class TrackingError(RuntimeError):
@@ -347,7 +355,7 @@ class RunTracker(NullTracker):
 
     With ``run_id`` (or ``run_id`` set before ``with``), the run is reopened and continued: that
     is how a resumed run keeps one record. Every call goes through ``_call``: a transient SQLite
-    lock is retried, and a tracking server that stops answering (after MLflow's own short HTTP
+    lock or insert race is retried, and a tracking server that stops answering (after MLflow's own short HTTP
     retries, see HTTP_RETRY_DEFAULTS) becomes a ServerLostError that says what to do.
     """
 
@@ -434,13 +442,13 @@ class RunTracker(NullTracker):
         return False
 
     def _call(self, what: str, function, *args, **kwargs):
-        """``function(*args, **kwargs)``, retried on a transient SQLite lock; a lost server explained."""
+        """``function(*args, **kwargs)``, retried on TRANSIENT_ERRORS; a lost server explained."""
         for attempt in range(LOCK_RETRIES):
             try:
                 return function(*args, **kwargs)
             except Exception as error:  # noqa: BLE001 - sorted below
                 text = str(error)
-                if "database is locked" in text and attempt + 1 < LOCK_RETRIES:
+                if any(marker in text for marker in TRANSIENT_ERRORS) and attempt + 1 < LOCK_RETRIES:
                     time.sleep(0.5 * 2**attempt)
                     continue
                 if self.uri.startswith(("http://", "https://")) and not server_answers(self.uri):
