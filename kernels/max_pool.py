@@ -18,7 +18,7 @@ non-contiguous views are pooled in place, without a copy. On CUDA the kernels ar
 Triton; CPU tensors run the same source through Triton's interpreter.
 
 File layout: geometry (pure Python) -> kernels -> launch heuristic -> launchers ->
-custom ops with autograd -> functional API -> nn.Module drop-ins.
+custom ops with autograd (and the eager path beside them) -> functional API -> nn.Module drop-ins.
 """
 
 from __future__ import annotations
