@@ -72,6 +72,9 @@ def cpu_threads(requested: int | None, launcher) -> int | None:
     if n_jobs:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         processes = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib's -1: one per core
+        jobs = os.environ.get(tracking.SWEEP_JOBS_ENV)  # a sweep of 2 jobs runs 2 processes at most
+        if jobs and jobs.isdigit() and int(jobs) > 0:
+            processes = min(processes, int(jobs))
         return max(1, cores // processes)
     return None  # one job at a time: PyTorch's default, every core
 

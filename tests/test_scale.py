@@ -188,6 +188,34 @@ def test_parallel_jobs_get_their_share_of_the_cores(requested, launcher, expecte
     assert train_module.cpu_threads(requested, OmegaConf.create(launcher)) == expected
 
 
+@pytest.mark.parametrize(
+    "task, params, sweeper, expected",
+    [
+        (["pool.size=2,3", "model=tinyvgg,strided,resnet", "trainer.epochs=2"], None, "BasicSweeper", 6),
+        (["trainer.seed=range(0,4)"], {"pool.type": "max,avg"}, "BasicSweeper", 8),  # sweeper params count too
+        (["trainer.epochs=2"], None, "BasicSweeper", 1),
+        (["trainer.lr=interval(0.001,0.1)"], None, "OptunaSweeper", None),  # Optuna decides as it goes
+    ],
+)
+def test_sweep_size_counts_the_jobs_of_a_basic_sweep(task, params, sweeper, expected):
+    from training.sweep import sweep_size
+
+    config = OmegaConf.create(
+        {"hydra": {"overrides": {"task": task}, "sweeper": {"_target_": f"hydra.plugins.{sweeper}", "params": params}}}
+    )
+    assert sweep_size(config) == expected
+
+
+@pytest.mark.parametrize("n_jobs", [-1, 8])
+def test_a_sweep_smaller_than_the_pool_of_workers_gets_more_threads_per_job(n_jobs, monkeypatch):
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv(tracking.SWEEP_JOBS_ENV, "1")  # one job: it runs alone, on every core
+    assert train_module.cpu_threads(None, OmegaConf.create({"n_jobs": n_jobs})) == cores
+    monkeypatch.setenv(tracking.SWEEP_JOBS_ENV, "1000")  # more jobs than workers: the workers' share
+    processes = n_jobs if n_jobs > 0 else cores
+    assert train_module.cpu_threads(None, OmegaConf.create({"n_jobs": n_jobs})) == max(1, cores // processes)
+
+
 def test_config_hash_names_what_a_run_computes_not_how_it_is_run():
     base = config_hash(validate(_compose()))
     same = [

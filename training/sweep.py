@@ -47,6 +47,23 @@ def swept(overrides: list[str]) -> list[str]:
     return [text for text, override in zip(overrides, parsed) if override.is_sweep_override()]
 
 
+def sweep_size(config: DictConfig) -> int | None:
+    """How many jobs Hydra's basic sweeper launches: the product of each swept override's number
+    of values. None for other sweepers (Optuna decides as it goes) or what cannot be counted."""
+    if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        size = 1
+        for override in OverridesParser.create().parse_overrides(sweep_overrides(config)):
+            if override.is_sweep_override():
+                size *= sum(1 for _ in override.sweep_string_iterator())
+    except Exception:  # noqa: BLE001 - e.g. glob() or interval(): not countable here
+        return None
+    return size
+
+
 def sweep_key(name: str | None, overrides: list[str]) -> str:
     """What identifies a sweep across re-runs: its name and what it varies (order does not matter)."""
     text = "\n".join([name or "", *sorted(overrides)])
@@ -65,6 +82,13 @@ class MLflowSweepCallback(Callback):
         given = " ".join(config.hydra.overrides.task)
         if tracking.mask_secrets(given) != given and not isinstance(sys.stderr, tracking.MaskingStream):
             sys.stderr = tracking.MaskingStream(sys.stderr)  # Hydra prints a failing job's overrides there
+        # Parallel workers (joblib) size their thread share by how many jobs run at once, which
+        # is never more than the sweep has; the workers inherit this process's environment.
+        size = sweep_size(config)
+        if size:
+            os.environ[tracking.SWEEP_JOBS_ENV] = str(size)
+        else:
+            os.environ.pop(tracking.SWEEP_JOBS_ENV, None)
         track = config.tracking
         if not track.enabled:
             return

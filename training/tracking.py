@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 DEFAULT_DB_NAME = "mlflow.db"
 ARTIFACTS_DIR_NAME = "mlartifacts"  # what `mlflow server` also uses, beside the database
 PARENT_RUN_ENV = "TRITONPOOL_PARENT_RUN_ID"
+SWEEP_JOBS_ENV = "TRITONPOOL_SWEEP_JOBS"  # how many jobs a basic sweep launches (for thread shares)
 
 # A failing tracking server should fail a run fast: MLflow's defaults retry for minutes.
 HTTP_RETRY_DEFAULTS = {
