@@ -629,7 +629,9 @@ def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout):
 # The compiled kernels on a GPU at real layer sizes (many tiles, full grids, 64-bit offsets)
 # --------------------------------------------------------------------------------------------
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: compiled kernels at real sizes")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU: compiled kernels at real sizes"
+)
 # The benchmarks' layers (benchmarks/cases.py): (input, kwargs, windows overlap).
 REAL_LAYERS = {
     "seed": ((32, 10, 222, 222), dict(kernel_size=2), False),
@@ -723,4 +725,5 @@ def test_eager_calls_skip_the_custom_op_dispatch(requires_grad, monkeypatch):
     assert (out.grad_fn is not None) == requires_grad
     if requires_grad:
         (g,) = torch.autograd.grad(out, x, torch.ones_like(out))
-        torch.testing.assert_close(g, _reference_grad(2, x, dict(kernel_size=3, stride=2, padding=1), torch.ones_like(out)))
+        expected = _reference_grad(2, x, dict(kernel_size=3, stride=2, padding=1), torch.ones_like(out))
+        torch.testing.assert_close(g, expected)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
-import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -80,8 +79,8 @@ class MLflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         given = " ".join(config.hydra.overrides.task)
-        if tracking.mask_secrets(given) != given and not isinstance(sys.stderr, tracking.MaskingStream):
-            sys.stderr = tracking.MaskingStream(sys.stderr)  # Hydra prints a failing job's overrides there
+        if tracking.mask_secrets(given) != given:
+            tracking.mask_stderr()  # Hydra prints a failing job's overrides there
         # Parallel workers (joblib) size their thread share by how many jobs run at once, which
         # is never more than the sweep has; the workers inherit this process's environment.
         size = sweep_size(config)

@@ -157,6 +157,12 @@ class MaskingStream:
         return getattr(self._stream, name)
 
 
+def mask_stderr() -> None:
+    """Put a MaskingStream in front of this process's stderr (once)."""
+    if not isinstance(sys.stderr, MaskingStream):
+        sys.stderr = MaskingStream(sys.stderr)
+
+
 class MaskSecretsCallback(Callback):
     """A Hydra callback (conf/config.yaml) that masks credentials in the config records Hydra keeps
     (<output dir>/.hydra/*.yaml, a sweep's multirun.yaml) as soon as each job starts."""
@@ -356,8 +362,8 @@ class RunTracker(NullTracker):
 
     With ``run_id`` (or ``run_id`` set before ``with``), the run is reopened and continued: that
     is how a resumed run keeps one record. Every call goes through ``_call``: a transient SQLite
-    lock or insert race is retried, and a tracking server that stops answering (after MLflow's own short HTTP
-    retries, see HTTP_RETRY_DEFAULTS) becomes a ServerLostError that says what to do.
+    lock or insert race is retried, and a tracking server that stops answering (after MLflow's
+    own short HTTP retries, see HTTP_RETRY_DEFAULTS) becomes a ServerLostError that says what to do.
     """
 
     def __init__(
@@ -370,10 +376,10 @@ class RunTracker(NullTracker):
         run_id: str | None = None,
     ) -> None:
         self.uri = uri
-        if mask_uri(uri) != uri and not isinstance(sys.stderr, MaskingStream):
+        if mask_uri(uri) != uri:
             # A credential in the store's URI could reach stderr inside an MLflow error's text
             # (a traceback Hydra prints, a warning): mask what this process writes there.
-            sys.stderr = MaskingStream(sys.stderr)
+            mask_stderr()
         self.client = connect(uri)
         self.experiment_id = ensure_experiment(self.client, experiment, uri)
         self.run_name = run_name
@@ -412,15 +418,15 @@ class RunTracker(NullTracker):
         a retry after a transient lock would find no run to end and the run would stay RUNNING.
         """
         self._call("ending the run", self.client.set_terminated, self.run_id, status)
-        active = _mlflow().active_run()
+        mlflow = _mlflow()
+        active = mlflow.active_run()
         if active is not None and active.info.run_id == self.run_id:
             try:
-                _mlflow().end_run(status)  # pops it; writes the same status once more
+                mlflow.end_run(status)  # pops it; writes the same status once more
             except Exception:  # noqa: BLE001 - the status is already recorded
                 pass
 
     def __exit__(self, kind, error, tb) -> bool:
-        mlflow = _mlflow()
         if kind is None:
             self._end("FINISHED")
             return False
