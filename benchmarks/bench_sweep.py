@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<20} {seconds:7.1f} s")
 
     base = statistics.median(times["basic (sequential)"])
-    print(f"\n| launcher | median s | per job s | speedup |\n|---|---|---|---|")
+    print("\n| launcher | median s | per job s | speedup |\n|---|---|---|---|")
     for name, values in times.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.1f} | {median / args.jobs:.2f} | {base / median:.2f}x |")
