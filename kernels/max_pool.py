@@ -15,7 +15,8 @@ atomics, so its gradients are not deterministic. Here:
 One kernel source serves every case. 1D and 2D pooling are 3D pooling with size-1 leading spatial
 dimensions; every tensor is addressed through its strides, so channels_last inputs and
 non-contiguous views are pooled in place, without a copy. On CUDA the kernels are compiled by
-Triton; CPU tensors run the same source through Triton's interpreter.
+Triton; CPU tensors run the same source through Triton's interpreter, to which
+kernels/interpreter.py gives vectorized loads and stores.
 
 File layout: geometry (pure Python) -> kernels -> launch heuristic -> launchers ->
 custom ops with autograd (and the eager path beside them) -> functional API -> nn.Module drop-ins.
@@ -23,7 +24,6 @@ custom ops with autograd (and the eager path beside them) -> functional API -> n
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from types import MappingProxyType
@@ -34,7 +34,9 @@ import triton
 import triton.language as tl
 from torch import Tensor, nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
-from triton.runtime.interpreter import InterpretedFunction, interpreter_builder
+from triton.runtime.interpreter import InterpretedFunction
+
+from kernels import interpreter
 
 __all__ = [
     "MaxPool1d",
@@ -802,16 +804,9 @@ def _launch(spec: LaunchSpec, device: torch.device) -> None:
         with torch.cuda.device(device):
             compiled[spec.grid](*spec.args, **spec.constexprs, num_warps=spec.num_warps)
     elif device.type == "cpu":
-        # The interpreter re-checks every int32 add/sub/mul for overflow by redoing it in int64,
-        # several extra whole-tile operations each; our offsets are kept in range by INT64 (and
-        # tested at 2**31), so skip the check for our launches only.
-        builder = interpreter_builder
-        saved = builder.options
-        builder.options = dataclasses.replace(saved, sanitize_overflow=False)
-        try:
-            interpreted[spec.grid](*spec.args, **spec.constexprs)
-        finally:
-            builder.options = saved
+        # Triton's interpreter, with vectorized loads and stores and without its int32 overflow
+        # re-check: our offsets are kept in range by INT64 (tested at 2**31).
+        interpreter.launch(interpreted, spec.grid, spec.args, spec.constexprs)
     else:
         raise RuntimeError(f"tritonpool max pooling runs on CUDA and CPU tensors, got a {device.type} tensor")
 

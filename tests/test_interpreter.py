@@ -1,0 +1,136 @@
+"""kernels.interpreter: the interpreter's loads and stores, vectorized, must behave exactly as its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import triton.language as tl
+import triton.runtime.interpreter as triton_interpreter
+from triton.runtime.interpreter import InterpretedFunction, interpreter_builder
+
+from kernels import interpreter
+from kernels import max_pool as mp
+
+
+def _gather_kernel(src_ptr, dst_ptr, ROWS, COLS, src_stride, OFFSET: tl.constexpr, BLOCK: tl.constexpr):
+    # A (BLOCK, BLOCK) tile from a strided 2D source, -7 outside (ROWS, COLS); stores only the
+    # upper triangle, so masked stores leave the rest of dst alone. (other is a float: the interpreter
+    # itself turns an int other into bfloat16 bits wrongly.)
+    r = tl.arange(0, BLOCK)[:, None]
+    c = tl.arange(0, BLOCK)[None, :]
+    v = tl.load(src_ptr + OFFSET + r * src_stride + c, mask=(r < ROWS) & (c < COLS), other=-7.0)
+    tl.store(dst_ptr + r * BLOCK + c, v, mask=c >= r)
+
+
+def _scalar_kernel(src_ptr, dst_ptr):
+    tl.store(dst_ptr, tl.load(src_ptr + 1) * 2)
+
+
+GATHER = InterpretedFunction(_gather_kernel)
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.int32]
+
+
+def _expected_gather(src2d, rows, cols, block, dst_before):
+    tile = torch.full((block, block), -7, dtype=src2d.dtype)
+    tile[:rows, :cols] = src2d[:rows, :cols]
+    upper = torch.ones(block, block, dtype=torch.bool).triu()
+    return torch.where(upper, tile, dst_before)
+
+
+@pytest.fixture
+def forbid_slow_path(monkeypatch):
+    """Fail if any load or store reaches the interpreter's element-at-a-time C++ loader."""
+
+    class Forbidden:
+        def __getattr__(self, name):
+            raise AssertionError(f"the interpreter's own {name} was called")
+
+    monkeypatch.setattr(triton_interpreter, "_interpreter", Forbidden())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("rows, cols", [(8, 8), (5, 3), (0, 4)], ids=["full", "partial", "nothing_live"])
+def test_masked_gather_and_store_match_the_definition(dtype, rows, cols, forbid_slow_path):
+    block = 8
+    # The source is a view into the middle of a larger storage (storage offset, row stride 11):
+    # pointers are resolved against the storage, not the view.
+    base = (torch.arange(200) % 50 - 25).to(dtype)
+    src2d = base[13:].as_strided((block, block), (11, 1))
+    dst = torch.arange(block * block).reshape(block, block).to(dtype)
+    expected = _expected_gather(src2d, rows, cols, block, dst.clone())
+    interpreter.launch(GATHER, (1,), (src2d, dst, rows, cols, 11), dict(OFFSET=0, BLOCK=block))
+    assert torch.equal(dst, expected)
+
+
+def test_scalar_load_and_store(forbid_slow_path):
+    src, dst = torch.tensor([1.0, 2.5, 4.0]), torch.zeros(1)
+    interpreter.launch(InterpretedFunction(_scalar_kernel), (1,), (src, dst), {})
+    assert dst.item() == 5.0
+
+
+def test_a_live_lane_outside_its_tensor_is_an_error_not_a_read():
+    src = torch.arange(8, dtype=torch.float32)  # a storage of exactly 8 elements
+    dst = torch.zeros(4, 4)
+    # Row 1 of a 4x4 tile with row stride 8 reads elements 8..11: past the end of src.
+    with pytest.raises(Exception, match="IndexError"):
+        interpreter.launch(GATHER, (1,), (src, dst, 4, 4, 8), dict(OFFSET=0, BLOCK=4))
+
+
+def test_pointers_into_no_launch_tensor_take_the_interpreters_own_path():
+    builder = interpreter_builder
+    launch_tensor, other_tensor = torch.zeros(4), torch.arange(4, dtype=torch.float32)
+    calls = []
+
+    def original_load(*args):
+        calls.append(args)
+        return type(builder).create_masked_load(builder, *args)
+
+    memory = interpreter._FastMemory(interpreter._Storages([launch_tensor]), builder)
+    memory.original_load = original_load
+    ptr_ty = tl.pointer_type(tl.float32)
+    ptrs = triton_interpreter.TensorHandle(
+        np.array([other_tensor.data_ptr() + 4 * i for i in range(4)], dtype=np.uint64), ptr_ty
+    )
+    mask = triton_interpreter.TensorHandle(np.array([True, True, False, True]), tl.int1)
+    other = triton_interpreter.TensorHandle(np.full(4, -1, np.float32), tl.float32)
+    loaded = memory.load(ptrs, mask, other, None, None, False)
+    assert len(calls) == 1
+    assert loaded.data.tolist() == [0.0, 1.0, -1.0, 3.0]
+
+
+def test_the_builder_is_restored_after_a_launch_even_a_failing_one():
+    options = interpreter_builder.options
+    with pytest.raises(Exception):
+        interpreter.launch(GATHER, (1,), (torch.arange(8.0), torch.zeros(4, 4), 4, 4, 8), dict(OFFSET=0, BLOCK=4))
+    assert "create_masked_load" not in vars(interpreter_builder)
+    assert "create_masked_store" not in vars(interpreter_builder)
+    assert interpreter_builder.options is options and options.sanitize_overflow
+
+
+def test_pooling_on_cpu_never_takes_the_slow_path(forbid_slow_path):
+    # Every load and store of the forward (values, taps, indices) and of both backward kernels.
+    for kwargs in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)):
+        x = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
+        out, idx = mp.max_pool2d(x, return_indices=True, **kwargs)
+        out.backward(torch.ones_like(out))
+        ref, ref_idx = torch.nn.functional.max_pool2d(x.detach(), return_indices=True, **kwargs)
+        assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+        assert x.grad.sum().item() == out.numel()
+
+
+def test_non_cpu_tensors_are_refused():
+    fake = torch.empty(0, device="meta")
+    with pytest.raises(ValueError, match="CPU tensors only"):
+        interpreter.launch(GATHER, (1,), (fake, fake, 1, 1, 1), dict(OFFSET=0, BLOCK=4))
+
+
+def test_pointers_between_elements_are_not_resolved():
+    # A float32 address one byte into a storage (as a misaligned dtype view would give) must not
+    # be rounded to an element: such accesses go to the interpreter's own path.
+    t = torch.zeros(4)
+    storages = interpreter._Storages([t])
+    lanes = np.ones(2, dtype=bool)
+    aligned = np.array([t.data_ptr(), t.data_ptr() + 4], dtype=np.uint64)
+    assert storages.indices(aligned, lanes, np.dtype(np.float32))[1].tolist() == [0, 1]
+    assert storages.indices(aligned + np.uint64(1), lanes, np.dtype(np.float32)) is None
