@@ -281,6 +281,7 @@ def _max_pool_forward_kernel(
     FLAT_HW: tl.constexpr,  # (not C_INNER) columns walk the whole (OH, OW) plane, contiguous in out
     TRACK_ARGMAX: tl.constexpr,  # follow the winning tap (needed for code or indices)
     WRITE_CODE: tl.constexpr,  # store the winning tap for the backward
+    EMPTY_WINDOWS: tl.constexpr,  # some window may hold no input element (see _empty_windows)
     WRITE_INDICES: tl.constexpr,  # store PyTorch's int64 indices
     INT64: tl.constexpr,  # offsets may exceed int32
     ACC: tl.constexpr,  # compare in float32 (float64 for float64 inputs)
@@ -300,6 +301,10 @@ def _max_pool_forward_kernel(
     cols = cols[None, :]
     in_rows = rows < ROWS
     in_cols = cols < COLS
+    # Tap pointers are (x_ptr + what varies along the columns) + what varies along the rows: in
+    # the interpreter the tile is then laid out row-major like everything else (a column-varying
+    # offset broadcast over rows would come out column-major, and numpy mixing the two orders in
+    # one operation is several times slower); compiled, the order of the additions is immaterial.
     if C_INNER:
         ow = rows % OW
         t = rows // OW
@@ -308,7 +313,7 @@ def _max_pool_forward_kernel(
         od = t % OD
         n = t // OD
         x_outer = n * sxn
-        x_inner = cols * sxc
+        x_cols = x_ptr + cols * sxc
         o_off = (n * son + od * sod + oh * soh + ow * sow) + cols * soc
     elif FLAT_HW:
         # A row of out is a whole (OH, OW) plane, contiguous: stores stay 128-bit wide where OW
@@ -320,6 +325,7 @@ def _max_pool_forward_kernel(
         c = t % C
         n = t // C
         x_outer = n * sxn + c * sxc
+        x_cols = x_ptr
         o_off = (n * son + c * soc + od * sod) + cols
     else:
         ow = cols
@@ -330,6 +336,7 @@ def _max_pool_forward_kernel(
         c = t % C
         n = t // C
         x_outer = n * sxn + c * sxc
+        x_cols = x_ptr
         o_off = (n * son + c * soc + od * sod + oh * soh) + ow * sow
     # Window starts; negative where the window begins in the padding.
     d0 = od * STR_D - PAD_D
@@ -352,14 +359,16 @@ def _max_pool_forward_kernel(
         for kh in tl.static_range(K_H):
             ih = h0 + kh * DIL_H
             ok_dh = ok_d & (ih >= 0) & (ih < H)
-            ptr_dh = x_ptr + (off_d + ih * sxh)
             for kw in tl.static_range(K_W):
                 iw = w0 + kw * DIL_W
-                ptrs = ptr_dh + iw * sxw
-                if C_INNER:
-                    ptrs = ptrs + x_inner
+                if C_INNER:  # (d, h, w) along the rows
+                    ptrs = x_cols + (off_d + ih * sxh + iw * sxw)
                     ok = (ok_dh & (iw >= 0) & (iw < W)) & in_cols
-                else:
+                elif FLAT_HW:  # (h, w) along the columns
+                    ptrs = (x_cols + (ih * sxh + iw * sxw)) + off_d
+                    ok = ok_dh & ((iw >= 0) & (iw < W) & in_cols)
+                else:  # w along the columns
+                    ptrs = (x_cols + iw * sxw) + (off_d + ih * sxh)
                     ok = ok_dh & ((iw >= 0) & (iw < W) & in_cols)
                 # Masked taps (padding, outside the tile) read -inf, which never wins.
                 v = tl.load(ptrs, mask=ok, other=float("-inf")).to(ACC)
@@ -373,9 +382,11 @@ def _max_pool_forward_kernel(
     in_tile = in_rows & in_cols
     tl.store(out_ptr + o_off, best.to(out_ptr.dtype.element_ty), mask=in_tile)
     if WRITE_CODE:
-        # A window with no in-bounds tap at all (possible with large dilation) keeps no winner.
-        first_ok = (d0 + jd0 * DIL_D < D) & (h0 + jh0 * DIL_H < H) & (w0 + jw0 * DIL_W < W)
-        code = tl.where(first_ok | (arg != tap0), arg, -1)
+        code = arg
+        if EMPTY_WINDOWS:
+            # A window with no in-bounds tap at all (possible with large dilation) keeps no winner.
+            first_ok = (d0 + jd0 * DIL_D < D) & (h0 + jh0 * DIL_H < H) & (w0 + jw0 * DIL_W < W)
+            code = tl.where(first_ok | (arg != tap0), arg, -1)
         tl.store(code_ptr + o_off, code.to(code_ptr.dtype.element_ty), mask=in_tile)
     if WRITE_INDICES:
         jd = arg // (K_H * K_W)
@@ -541,8 +552,8 @@ def _max_pool_backward_scatter_kernel(
         t = t // OH
         od = t % OD
         n = t // OD
-        i_outer = n * sin
-        i_inner = cols * sic
+        i_rows = n * sin + (ow * STR_W - PAD_W) * siw
+        i_cols = cols * sic
         o_off = (n * son + od * sod + oh * soh + ow * sow) + cols * soc
     else:
         ow = cols
@@ -552,22 +563,42 @@ def _max_pool_backward_scatter_kernel(
         t = t // OD
         c = t % C
         n = t // C
-        i_outer = n * sin + c * sic
+        i_rows = n * sin + c * sic
+        i_cols = (ow * STR_W - PAD_W) * siw
         o_off = (n * son + c * soc + od * sod + oh * soh) + ow * sow
+    # Where each window starts in grad_in, split as in the forward into what varies along the rows
+    # and along the columns.
+    i_rows += (od * STR_D - PAD_D) * sid + (oh * STR_H - PAD_H) * sih
     in_tile = (rows < ROWS) & (cols < COLS)
-    code = tl.load(code_ptr + o_off, mask=in_tile, other=-1).to(tl.int32)
-    won = code >= 0  # -1: the window held no input element
-    tap = tl.where(won, code, 0)
-    jd = tap // (K_H * K_W)
-    jh = (tap // K_W) % K_H
-    jw = tap % K_W
-    i_off = i_outer + (od * STR_D - PAD_D + jd * DIL_D) * sid + (oh * STR_H - PAD_H + jh * DIL_H) * sih
-    i_off = i_off + (ow * STR_W - PAD_W + jw * DIL_W) * siw
-    if C_INNER:
-        i_off = i_off + i_inner
-    g = tl.load(grad_out_ptr + o_off, mask=won & in_tile, other=0.0)
+    code = tl.load(code_ptr + o_off, mask=in_tile, other=-1)
+    won = in_tile & (code >= 0)  # -1: the window held no input element
+    tap = code.to(tl.int64) if INT64 else code.to(tl.int32)
+    # The winner's offset inside its window: its tap, unravelled into (jd, jh, jw). Small windows
+    # count with compares: the interpreter runs an integer division at several times their cost.
+    jw = tap
+    i_tap = 0
+    if K_D > 1:
+        if K_D <= 8:
+            jd = (tap >= K_H * K_W).to(tap.dtype)
+            for m in tl.static_range(2, K_D):
+                jd += (tap >= m * K_H * K_W).to(tap.dtype)
+        else:
+            jd = tap // (K_H * K_W)
+        jw = jw - jd * (K_H * K_W)
+        i_tap = jd * (DIL_D * sid)
+    if K_H > 1:
+        if K_H <= 8:
+            jh = (jw >= K_W).to(tap.dtype)
+            for m in tl.static_range(2, K_H):
+                jh += (jw >= m * K_W).to(tap.dtype)
+        else:
+            jh = jw // K_W
+        jw = jw - jh * K_W
+        i_tap = i_tap + jh * (DIL_H * sih)
+    i_tap = i_tap + jw * (DIL_W * siw)
+    g = tl.load(grad_out_ptr + o_off, mask=won, other=0.0)
     # + 0.0 turns -0.0 into 0.0, as PyTorch's "zeros, then add" does.
-    tl.store(grad_in_ptr + i_off, g + 0.0, mask=won & in_tile)
+    tl.store((grad_in_ptr + i_cols) + (i_rows + i_tap), g + 0.0, mask=won)
 
 
 _KERNELS = {
@@ -689,6 +720,21 @@ def _grid(rows: int, cols: int, block_m: int, block_n: int) -> tuple[int]:
     return (_cdiv(rows, block_m) * _cdiv(cols, block_n),)
 
 
+def _empty_windows(size: int, out: int, kernel: int, stride: int, pad: int, dilation: int) -> bool:
+    """Whether some window of one spatial dimension holds no input element: its taps all fall in
+    the padding or step over the input (only possible with a dilation larger than the input).
+    Only windows that reach past an edge can be empty, so only those are checked."""
+    reach = (kernel - 1) * dilation
+    at_start = range(0, min(out, _cdiv(pad, stride)))  # windows that begin in the padding
+    at_end = range(max(0, (size - reach + pad) // stride), out)  # windows that end past the input
+    for o in (*at_start, *at_end):
+        start = o * stride - pad
+        first = _cdiv(-start, dilation) if start < 0 else 0  # first tap at or after position 0
+        if first >= kernel or start + first * dilation >= size:
+            return True
+    return False
+
+
 def _geometry_constexprs(kernel_size, stride, padding, dilation) -> dict:
     k, s, p, d = (_pad3(kernel_size, 1), _pad3(stride, 1), _pad3(padding, 0), _pad3(dilation, 1))
     return dict(
@@ -741,6 +787,10 @@ def _forward_plan(
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
         C_INNER=c_inner, FLAT_HW=flat_hw, TRACK_ARGMAX=write_code or write_idx, WRITE_CODE=write_code,
+        EMPTY_WINDOWS=write_code and any(map(
+            _empty_windows, shape5[2:], out_shape5[2:],
+            _pad3(kernel_size, 1), _pad3(stride, 1), _pad3(padding, 0), _pad3(dilation, 1),
+        )),
         WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(dtype),
         BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip

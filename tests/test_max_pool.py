@@ -283,6 +283,29 @@ def test_window_without_any_input_element(device):
     assert torch.equal(g, torch.zeros_like(x))  # no element won, so none gets a gradient
 
 
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("dilation", [1, 2, 3, 5])
+def test_empty_windows_are_found_exactly(dilation, ceil_mode):
+    """The forward skips its empty-window fix-up unless _empty_windows says some window may be
+    empty; it checks edge windows only, so check it against every window, over many geometries."""
+    for size in range(1, 13):
+        for kernel in range(1, 5):
+            for stride in range(1, 5):
+                for padding in [*range(kernel // 2 + 1), "same"]:
+                    if padding == "same" and ceil_mode:
+                        continue
+                    out, pad = mp.pool_output_size(size, kernel, stride, padding, dilation, ceil_mode)
+                    if out < 1:
+                        continue
+                    every = any(
+                        all(not 0 <= o * stride - pad + j * dilation < size for j in range(kernel))
+                        for o in range(out)
+                    )
+                    assert mp._empty_windows(size, out, kernel, stride, pad, dilation) == every, (
+                        size, kernel, stride, padding, dilation, ceil_mode,
+                    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # Backward
 # --------------------------------------------------------------------------------------------
@@ -325,6 +348,39 @@ def test_backward_matches_torch(dims, config, dtype, device, layout):
     (g,) = torch.autograd.grad(out, x, grad)
     torch.testing.assert_close(g, _reference_grad(dims, x, kwargs, grad), **_grad_tolerance(dtype, overlapping))
     assert g.stride() == torch.empty_like(x).stride() or not x.is_contiguous()
+
+
+# Windows that do not overlap, shaped to reach each way the scatter backward (the CPU's) turns a
+# saved tap back into a position: compares for small windows, a division beyond 8 taps a side,
+# dilation, a 3-deep window, padding.
+SCATTER_CASES = {
+    "k9s9": (2, dict(kernel_size=(2, 9), stride=(2, 9))),
+    "k3x9x2": (3, dict(kernel_size=(3, 9, 2), stride=(3, 9, 2))),
+    "k9d": (3, dict(kernel_size=(9, 1, 1), stride=(9, 1, 1))),
+    "dilated": (2, dict(kernel_size=2, stride=3, dilation=2, ceil_mode=True)),
+    "padded": (3, dict(kernel_size=(3, 4, 2), stride=(3, 4, 3), padding=(1, 2, 1))),
+    "1d": (1, dict(kernel_size=7, stride=7, padding=3)),
+}
+
+
+@pytest.mark.parametrize("int64", [False, True], ids=["int32", "int64"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", list(SCATTER_CASES))
+def test_backward_of_windows_that_do_not_overlap(case, layout, int64, monkeypatch):
+    dims, kwargs = SCATTER_CASES[case]
+    if int64:  # every launch takes the 64-bit offset path, without a 2**31-element tensor
+        monkeypatch.setattr(mp, "INT32_SPAN_LIMIT", 1)
+    specs = []
+    real_launch = mp._launch
+    monkeypatch.setattr(mp, "_launch", lambda spec, dev: (specs.append(spec), real_launch(spec, dev)))
+    shape = {1: (2, 3, 40), 2: (2, 3, 11, 37), 3: (2, 3, 19, 20, 7)}[dims]
+    x = _layout(_random(shape, torch.float32, "cpu"), layout).requires_grad_(True)
+    out = OURS[dims](x, **kwargs)
+    grad = _random(out.shape, torch.float32, "cpu", seed=3)
+    (g,) = torch.autograd.grad(out, x, grad)
+    assert [s.kernel for s in specs] == ["forward", "backward_scatter"]
+    assert all(s.constexprs["INT64"] == int64 for s in specs)
+    assert torch.equal(g, _reference_grad(dims, x, kwargs, grad))
 
 
 @pytest.mark.parametrize("device", DEVICES)
