@@ -281,7 +281,8 @@ def _max_pool_forward_kernel(
     FLAT_HW: tl.constexpr,  # (not C_INNER) columns walk the whole (OH, OW) plane, contiguous in out
     TRACK_ARGMAX: tl.constexpr,  # follow the winning tap (needed for code or indices)
     WRITE_CODE: tl.constexpr,  # store the winning tap for the backward
-    EMPTY_WINDOWS: tl.constexpr,  # some window may hold no input element (see _empty_windows)
+    EMPTY_WINDOWS: tl.constexpr,  # some window may hold no input element (always on CUDA, see _forward_plan)
+    EDGE_D: tl.constexpr, EDGE_H: tl.constexpr, EDGE_W: tl.constexpr,  # taps may fall outside the input
     WRITE_INDICES: tl.constexpr,  # store PyTorch's int64 indices
     INT64: tl.constexpr,  # offsets may exceed int32
     ACC: tl.constexpr,  # compare in float32 (float64 for float64 inputs)
@@ -325,7 +326,6 @@ def _max_pool_forward_kernel(
         c = t % C
         n = t // C
         x_outer = n * sxn + c * sxc
-        x_cols = x_ptr
         o_off = (n * son + c * soc + od * sod) + cols
     else:
         ow = cols
@@ -343,41 +343,59 @@ def _max_pool_forward_kernel(
     h0 = oh * STR_H - PAD_H
     w0 = ow * STR_W - PAD_W
 
-    best = tl.full([BLOCK_M, BLOCK_N], float("-inf"), ACC)
     if TRACK_ARGMAX:
         # PyTorch starts every window at its first in-bounds tap (stepping by the dilation out
         # of the padding), so a window of -inf reports that tap, and so do we.
-        jd0 = tl.where(d0 < 0, (DIL_D - 1 - d0) // DIL_D, 0)
-        jh0 = tl.where(h0 < 0, (DIL_H - 1 - h0) // DIL_H, 0)
-        jw0 = tl.where(w0 < 0, (DIL_W - 1 - w0) // DIL_W, 0)
+        jd0 = tl.where(d0 < 0, (DIL_D - 1 - d0) // DIL_D, 0) if EDGE_D else 0
+        jh0 = tl.where(h0 < 0, (DIL_H - 1 - h0) // DIL_H, 0) if EDGE_H else 0
+        jw0 = tl.where(w0 < 0, (DIL_W - 1 - w0) // DIL_W, 0) if EDGE_W else 0
         tap0 = (jd0 * K_H + jh0) * K_W + jw0
         arg = tl.full([BLOCK_M, BLOCK_N], 0, tl.int32) + tap0
+    # Bounds are checked only along dimensions where some tap can fall outside the input
+    # (padding, or a ceil_mode window past the end); elsewhere a tap's mask is the tile's.
     for kd in tl.static_range(K_D):
         id_ = d0 + kd * DIL_D
-        ok_d = in_rows & (id_ >= 0) & (id_ < D)
+        ok_d = in_rows
+        if EDGE_D:
+            ok_d = ok_d & (id_ >= 0) & (id_ < D)
         off_d = x_outer + id_ * sxd
         for kh in tl.static_range(K_H):
             ih = h0 + kh * DIL_H
-            ok_dh = ok_d & (ih >= 0) & (ih < H)
+            ok_dh = ok_d
+            if EDGE_H:
+                ok_dh = ok_dh & (ih >= 0) & (ih < H)
+            if not EDGE_W:
+                ok_dhw = ok_dh & in_cols  # shared by the taps along W
+            if FLAT_HW:  # (CUDA only) one full tile of row pointers, shared by the taps along W
+                ptr_dh = x_ptr + (off_d + ih * sxh)
             for kw in tl.static_range(K_W):
                 iw = w0 + kw * DIL_W
                 if C_INNER:  # (d, h, w) along the rows
                     ptrs = x_cols + (off_d + ih * sxh + iw * sxw)
-                    ok = (ok_dh & (iw >= 0) & (iw < W)) & in_cols
+                    if EDGE_W:
+                        ok_dhw = (ok_dh & (iw >= 0) & (iw < W)) & in_cols
                 elif FLAT_HW:  # (h, w) along the columns
-                    ptrs = (x_cols + (ih * sxh + iw * sxw)) + off_d
-                    ok = ok_dh & ((iw >= 0) & (iw < W) & in_cols)
+                    ptrs = ptr_dh + iw * sxw
+                    if EDGE_W:
+                        ok_dhw = ok_dh & ((iw >= 0) & (iw < W) & in_cols)
                 else:  # w along the columns
                     ptrs = (x_cols + iw * sxw) + (off_d + ih * sxh)
-                    ok = ok_dh & ((iw >= 0) & (iw < W) & in_cols)
+                    if EDGE_W:
+                        ok_dhw = ok_dh & ((iw >= 0) & (iw < W) & in_cols)
+                ok = ok_dhw
                 # Masked taps (padding, outside the tile) read -inf, which never wins.
                 v = tl.load(ptrs, mask=ok, other=float("-inf")).to(ACC)
-                # PyTorch's rule, bit for bit: a strictly greater value wins (ties keep the first
-                # tap in window order) and a NaN always wins (the last NaN is reported).
-                take = (v > best) | (v != v)
-                best = tl.where(take, v, best)
-                if TRACK_ARGMAX:
-                    arg = tl.where(take, (kd * K_H + kh) * K_W + kw, arg)
+                if kd + kh + kw == 0:
+                    # Against the initial -inf the first tap always wins (or ties at -inf, and
+                    # then arg already holds tap0): no compare needed.
+                    best = v
+                else:
+                    # PyTorch's rule, bit for bit: a strictly greater value wins (ties keep the
+                    # first tap in window order) and a NaN always wins (the last NaN is reported).
+                    take = (v > best) | (v != v)
+                    best = tl.where(take, v, best)
+                    if TRACK_ARGMAX:
+                        arg = tl.where(take, (kd * K_H + kh) * K_W + kw, arg)
 
     in_tile = in_rows & in_cols
     tl.store(out_ptr + o_off, best.to(out_ptr.dtype.element_ty), mask=in_tile)
@@ -444,7 +462,8 @@ def _max_pool_backward_kernel(
         id_ = t % D
         n = t // D
         o_outer = n * son
-        o_inner = cols * soc
+        code_cols = code_ptr + cols * soc  # pointers as in the forward: column part first
+        g_cols = grad_out_ptr + cols * soc
         i_off = (n * sin + id_ * sid + ih * sih + iw * siw) + cols * sic
     elif FLAT_HW:
         # A row of grad_in is a whole (H, W) plane, contiguous: 128-bit stores where W is odd.
@@ -496,16 +515,22 @@ def _max_pool_backward_kernel(
                 ok_w = (ow >= 0) & (ow < OW) & (jw < K_W)
                 if DIL_W > 1:
                     ok_w = ok_w & (rw % DIL_W == 0)
-                off = off_dh + ow * sow
-                if C_INNER:
-                    off = off + o_inner
+                if C_INNER:  # (d, h, w) along the rows
+                    off = off_dh + ow * sow
+                    code_ptrs, g_ptrs = code_cols + off, g_cols + off
                     ok = (ok_dh & ok_w) & in_cols
-                else:
+                elif FLAT_HW:  # (h, w) along the columns
+                    off = off_dh + ow * sow
+                    code_ptrs, g_ptrs = code_ptr + off, grad_out_ptr + off
                     ok = ok_dh & (ok_w & in_cols)
-                code = tl.load(code_ptr + off, mask=ok, other=-1)
+                else:  # w along the columns
+                    col = ow * sow
+                    code_ptrs, g_ptrs = (code_ptr + col) + off_dh, (grad_out_ptr + col) + off_dh
+                    ok = ok_dh & (ok_w & in_cols)
+                code = tl.load(code_ptrs, mask=ok, other=-1)
                 # Loaded under `ok`, not `hit`: a mask uniform along C lets channels_last
                 # gradients load 128 bits at a time; the select drops what did not win.
-                g = tl.load(grad_out_ptr + off, mask=ok, other=0.0)
+                g = tl.load(g_ptrs, mask=ok, other=0.0)
                 acc += tl.where(code == tap_dh * K_W + jw, g.to(ACC), 0.0)
     tl.store(grad_in_ptr + i_off, acc.to(grad_in_ptr.dtype.element_ty), mask=in_rows & in_cols)
 
@@ -626,10 +651,11 @@ CUDA_TILE_ELEMENTS = 2048
 CUDA_MIN_TILE_ELEMENTS = 256
 CUDA_MAX_BLOCK_N = 128
 CUDA_NUM_WARPS = 4
-# CPU (interpreter): every tl operation costs a fixed Python overhead on top of its per-element
-# cost and every program re-runs the whole kernel body, so fewer, larger tiles win (measured by
-# benchmarks/bench_pool.py).
-CPU_TILE_ELEMENTS = 2**18
+# CPU (interpreter): every tl operation costs a fixed Python overhead (~50 us) on top of its
+# per-element cost and every program re-runs the whole kernel body, so fewer, larger tiles win,
+# up to where the rows' last tile wastes more than a program's overhead saves: 2**19 measured
+# best on the seed's layer (2**18 and 2**20 5-15% slower; Triton caps a tile at 2**20).
+CPU_TILE_ELEMENTS = 2**19
 CPU_MAX_BLOCK_N = 2**12
 # Offsets in int32 unless a tensor spans this many elements (margin below 2**31 for windows that
 # reach past the edge and for padding).
@@ -735,6 +761,12 @@ def _empty_windows(size: int, out: int, kernel: int, stride: int, pad: int, dila
     return False
 
 
+def _reaches_edge(size: int, out: int, kernel: int, stride: int, pad: int, dilation: int) -> bool:
+    """Whether some tap of some window of one spatial dimension falls outside the input: the
+    first window's, in the padding, or the last window's, past the end."""
+    return pad > 0 or (out - 1) * stride - pad + (kernel - 1) * dilation >= size
+
+
 def _geometry_constexprs(kernel_size, stride, padding, dilation) -> dict:
     k, s, p, d = (_pad3(kernel_size, 1), _pad3(stride, 1), _pad3(padding, 0), _pad3(dilation, 1))
     return dict(
@@ -784,13 +816,17 @@ def _forward_plan(
     int64 = max(x_span, o_span, rows * cols) >= int32_span_limit
     heavy = (not c_inner) + int64 + (dtype == torch.float64)
     block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, dtype.itemsize)
+    dims = (shape5[2:], out_shape5[2:], _pad3(kernel_size, 1), _pad3(stride, 1), _pad3(padding, 0), _pad3(dilation, 1))
+    edges = tuple(map(_reaches_edge, *dims))
+    # The -1 fix-up for windows that hold no input element is skipped where none can (the
+    # interpreter saves a few whole-tile operations), except on CUDA: without it ptxas schedules
+    # the taps' loads differently and takes up to 2x the registers (benchmarks/inspect_kernels.py),
+    # while the fix-up itself costs a GPU next to nothing.
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
         C_INNER=c_inner, FLAT_HW=flat_hw, TRACK_ARGMAX=write_code or write_idx, WRITE_CODE=write_code,
-        EMPTY_WINDOWS=write_code and any(map(
-            _empty_windows, shape5[2:], out_shape5[2:],
-            _pad3(kernel_size, 1), _pad3(stride, 1), _pad3(padding, 0), _pad3(dilation, 1),
-        )),
+        EMPTY_WINDOWS=write_code and (device_type == "cuda" or any(map(_empty_windows, *dims))),
+        EDGE_D=edges[0], EDGE_H=edges[1], EDGE_W=edges[2],
         WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(dtype),
         BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip

@@ -77,6 +77,28 @@ def test_a_live_lane_outside_its_tensor_is_an_error_not_a_read():
         interpreter.launch(GATHER, (1,), (src, dst, 4, 4, 8), dict(OFFSET=0, BLOCK=4))
 
 
+def _reversed_kernel(src_ptr, dst_ptr, BLOCK: tl.constexpr):
+    i = tl.arange(0, BLOCK)
+    tl.store(dst_ptr + i, tl.load(src_ptr + (3 - i)))
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_a_live_lane_before_its_tensor_is_an_error_not_a_wraparound(store):
+    # Lane 0 lies in the tensor, lanes 4.. before its first element: numpy would read (or write)
+    # them from the end of the storage.
+    a, b = torch.arange(8, dtype=torch.float32), torch.zeros(8)
+    args = (b, a) if store else (a, b)
+    kernel = _reversed_kernel if not store else _reversed_store_kernel
+    with pytest.raises(Exception, match="before the start"):
+        interpreter.launch(InterpretedFunction(kernel), (1,), args, dict(BLOCK=8))
+    assert torch.equal(a, torch.arange(8, dtype=torch.float32))
+
+
+def _reversed_store_kernel(src_ptr, dst_ptr, BLOCK: tl.constexpr):
+    i = tl.arange(0, BLOCK)
+    tl.store(dst_ptr + (3 - i), tl.load(src_ptr + i))
+
+
 def test_pointers_into_no_launch_tensor_take_the_interpreters_own_path():
     builder = interpreter_builder
     launch_tensor, other_tensor = torch.zeros(4), torch.arange(4, dtype=torch.float32)

@@ -283,11 +283,27 @@ def test_window_without_any_input_element(device):
     assert torch.equal(g, torch.zeros_like(x))  # no element won, so none gets a gradient
 
 
+@pytest.mark.parametrize(
+    "size, pool, device_type, expected",
+    [(9, (2, 2, 0, 1), "cpu", False), (9, (3, 2, 1, 1), "cpu", False), (2, (2, 1, 1, 3), "cpu", True),
+     (9, (2, 2, 0, 1), "cuda", True)],
+)  # fmt: skip
+def test_forward_fixes_up_empty_windows_only_where_needed(size, pool, device_type, expected):
+    """The fix-up is compiled in where some window may be empty, and always on CUDA (registers)."""
+    x = torch.empty(1, 2, size, size)
+    kernel, stride, padding, dilation = ((v, v) for v in pool)
+    geometry = mp._resolve_geometry("t", (size, size), kernel, stride, padding, dilation, False)
+    out, code, idx = mp._forward_outputs(x, geometry.output_size, kernel, False, True, False)
+    spec = mp.forward_launch_spec(x, out, code, idx, *geometry[:4], device_type)
+    assert spec.constexprs["EMPTY_WINDOWS"] is expected
+
+
 @pytest.mark.parametrize("ceil_mode", [False, True])
 @pytest.mark.parametrize("dilation", [1, 2, 3, 5])
-def test_empty_windows_are_found_exactly(dilation, ceil_mode):
+def test_empty_windows_and_edges_are_found_exactly(dilation, ceil_mode):
     """The forward skips its empty-window fix-up unless _empty_windows says some window may be
-    empty; it checks edge windows only, so check it against every window, over many geometries."""
+    empty (it checks edge windows only), and its bounds checks along a dimension unless
+    _reaches_edge says a tap can fall outside: check both against every window and tap."""
     for size in range(1, 13):
         for kernel in range(1, 5):
             for stride in range(1, 5):
@@ -301,9 +317,12 @@ def test_empty_windows_are_found_exactly(dilation, ceil_mode):
                         all(not 0 <= o * stride - pad + j * dilation < size for j in range(kernel))
                         for o in range(out)
                     )
-                    assert mp._empty_windows(size, out, kernel, stride, pad, dilation) == every, (
-                        size, kernel, stride, padding, dilation, ceil_mode,
-                    )  # fmt: skip
+                    outside = any(
+                        not 0 <= o * stride - pad + j * dilation < size for j in range(kernel) for o in range(out)
+                    )
+                    case = (size, kernel, stride, padding, dilation, ceil_mode)
+                    assert mp._empty_windows(size, out, kernel, stride, pad, dilation) == every, case
+                    assert mp._reaches_edge(size, out, kernel, stride, pad, dilation) == outside, case
 
 
 # --------------------------------------------------------------------------------------------
