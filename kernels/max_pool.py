@@ -462,8 +462,7 @@ def _max_pool_backward_kernel(
         id_ = t % D
         n = t // D
         o_outer = n * son
-        code_cols = code_ptr + cols * soc  # pointers as in the forward: column part first
-        g_cols = grad_out_ptr + cols * soc
+        o_inner = cols * soc
         i_off = (n * sin + id_ * sid + ih * sih + iw * siw) + cols * sic
     elif FLAT_HW:
         # A row of grad_in is a whole (H, W) plane, contiguous: 128-bit stores where W is odd.
@@ -515,22 +514,17 @@ def _max_pool_backward_kernel(
                 ok_w = (ow >= 0) & (ow < OW) & (jw < K_W)
                 if DIL_W > 1:
                     ok_w = ok_w & (rw % DIL_W == 0)
-                if C_INNER:  # (d, h, w) along the rows
-                    off = off_dh + ow * sow
-                    code_ptrs, g_ptrs = code_cols + off, g_cols + off
+                # One full tile of offsets shared by both loads (row-major in the interpreter too).
+                off = off_dh + ow * sow
+                if C_INNER:
+                    off = off + o_inner
                     ok = (ok_dh & ok_w) & in_cols
-                elif FLAT_HW:  # (h, w) along the columns
-                    off = off_dh + ow * sow
-                    code_ptrs, g_ptrs = code_ptr + off, grad_out_ptr + off
+                else:
                     ok = ok_dh & (ok_w & in_cols)
-                else:  # w along the columns
-                    col = ow * sow
-                    code_ptrs, g_ptrs = (code_ptr + col) + off_dh, (grad_out_ptr + col) + off_dh
-                    ok = ok_dh & (ok_w & in_cols)
-                code = tl.load(code_ptrs, mask=ok, other=-1)
+                code = tl.load(code_ptr + off, mask=ok, other=-1)
                 # Loaded under `ok`, not `hit`: a mask uniform along C lets channels_last
                 # gradients load 128 bits at a time; the select drops what did not win.
-                g = tl.load(g_ptrs, mask=ok, other=0.0)
+                g = tl.load(grad_out_ptr + off, mask=ok, other=0.0)
                 acc += tl.where(code == tap_dh * K_W + jw, g.to(ACC), 0.0)
     tl.store(grad_in_ptr + i_off, acc.to(grad_in_ptr.dtype.element_ty), mask=in_rows & in_cols)
 
