@@ -62,7 +62,7 @@ class _Storages:
         return None
 
     def indices(self, ptrs: np.ndarray, mask: np.ndarray, dtype: np.dtype):
-        """(view, element indices, live mask or None when every lane is live) for the pointers of
+        """(view, element indices, mask of the dead lanes or None when all live) for the pointers of
         one access; _NOTHING_LIVE; or None when they do not point into the launch's tensors
         (or not at whole elements of ``dtype``, as a misaligned dtype view's would).
         Masked lanes get index 0: their pointers may lie anywhere (a window in the padding)."""
@@ -79,12 +79,13 @@ class _Storages:
         if dtype.itemsize > 1:
             index >>= dtype.itemsize.bit_length() - 1  # itemsizes are powers of two
         if not live:
-            np.multiply(index, mask, out=index)
+            dead = ~mask
+            np.copyto(index, 0, where=dead)
         # numpy would take a negative index from the end of the storage: refuse it, as numpy
         # refuses one past the end.
         if index.size and index.min() < 0:
             raise IndexError(f"a pointer lies {-int(index.min())} elements before the start of its tensor's storage")
-        return view, index, None if live else mask
+        return view, index, None if live else dead
 
 
 class _FastMemory:
@@ -105,11 +106,11 @@ class _FastMemory:
         if found is _NOTHING_LIVE:
             fill = np.zeros((), dtype) if other is None else other.data
             return TensorHandle(np.broadcast_to(fill, pointers.shape).astype(dtype), element)
-        view, index, partial = found
+        view, index, dead = found
         values = view.take(index)  # raises IndexError for an index past the end of the storage
-        if partial is not None:
-            fill = np.zeros((), dtype) if other is None else other.data.astype(dtype, copy=False)
-            values = np.where(partial, values, fill)
+        if dead is not None:
+            fill = np.zeros((), dtype) if other is None else other.data
+            np.copyto(values, fill, where=dead, casting="unsafe")  # other has the element's dtype
         return TensorHandle(values, element)
 
     def store(self, ptrs, value, mask, cache_modifier, eviction_policy):
@@ -120,9 +121,10 @@ class _FastMemory:
             return self.original_store(ptrs, value, mask, cache_modifier, eviction_policy)
         if found is _NOTHING_LIVE:
             return None
-        view, index, partial = found
-        if partial is not None:
-            index, values = index[partial], values[partial]
+        view, index, dead = found
+        if dead is not None:
+            live = ~dead
+            index, values = index[live], values[live]
         view[index] = values  # an index past the end raises IndexError (numpy's put is ~3x slower)
 
 
