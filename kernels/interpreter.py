@@ -12,6 +12,8 @@ memory-bound kernel such as pooling they dominate.
   a numpy view of its storage. Indices are bounds-checked (an IndexError, not a stray read), masked
   lanes are never touched, and a pointer that falls in none of the tensors goes to the
   interpreter's own loader unchanged;
+* pointer additions in one pass: a row of pointers plus a column of offsets is summed by
+  broadcasting, not converted, scaled and added as three full tiles;
 * no int32 overflow re-check (the interpreter redoes every int32 add/sub/mul in int64): callers
   keep offsets in range themselves (kernels/max_pool.py switches to int64 offsets, tested at 2**31).
 
@@ -88,13 +90,37 @@ class _Storages:
         return view, index, None if live else dead
 
 
+def _compact(a: np.ndarray) -> np.ndarray:
+    """The smallest array that broadcasts back to ``a``: a broadcast view's repeated axes as 1."""
+    if 0 not in a.strides:
+        return a
+    return a[tuple(slice(0, 1) if stride == 0 else slice(None) for stride in a.strides)]
+
+
 class _FastMemory:
-    """Vectorized replacements for the interpreter builder's masked load and store."""
+    """Vectorized replacements for the interpreter builder's masked load and store, and a leaner
+    pointer addition."""
 
     def __init__(self, storages: _Storages, builder):
         self.storages = storages
         self.original_load = builder.create_masked_load
         self.original_store = builder.create_masked_store
+
+    @staticmethod
+    def addptr(ptr, offset):
+        """``ptr + offset`` (in elements), in the interpreter's uint64 arithmetic, in one pass over
+        the tile. The interpreter converts, scales and adds the full broadcast tiles (three passes,
+        three fresh arrays); the typical tap pointer, a row of pointers plus a column of offsets,
+        needs only their broadcast sum."""
+        width = max(1, ptr.get_element_ty().primitive_bitwidth // 8)  # int1 pointers step by bytes
+        step = _compact(offset.data).astype(np.uint64)
+        if width > 1:
+            step *= np.uint64(width)  # step is a fresh array: astype copies
+        address = np.add(_compact(ptr.data), step)
+        shape = np.broadcast_shapes(ptr.data.shape, offset.data.shape)
+        if address.shape != shape:  # both operands repeat along the same axis: stays a view
+            address = np.broadcast_to(address, shape)
+        return TensorHandle(address, ptr.dtype)
 
     def load(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile):
         element = ptrs.get_element_ty()
@@ -139,8 +165,9 @@ def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs) -> Non
     builder.options = dataclasses.replace(saved_options, sanitize_overflow=False)
     builder.create_masked_load = memory.load  # instance attributes shadow the class's methods
     builder.create_masked_store = memory.store
+    builder.create_addptr = memory.addptr
     try:
         fn[grid](*args, **constexprs)
     finally:
-        del builder.create_masked_load, builder.create_masked_store
+        del builder.create_masked_load, builder.create_masked_store, builder.create_addptr
         builder.options = saved_options

@@ -125,8 +125,8 @@ def test_the_builder_is_restored_after_a_launch_even_a_failing_one():
     options = interpreter_builder.options
     with pytest.raises(Exception):
         interpreter.launch(GATHER, (1,), (torch.arange(8.0), torch.zeros(4, 4), 4, 4, 8), dict(OFFSET=0, BLOCK=4))
-    assert "create_masked_load" not in vars(interpreter_builder)
-    assert "create_masked_store" not in vars(interpreter_builder)
+    for name in ("create_masked_load", "create_masked_store", "create_addptr"):
+        assert name not in vars(interpreter_builder), name
     assert interpreter_builder.options is options and options.sanitize_overflow
 
 
@@ -156,3 +156,26 @@ def test_pointers_between_elements_are_not_resolved():
     aligned = np.array([t.data_ptr(), t.data_ptr() + 4], dtype=np.uint64)
     assert storages.indices(aligned, lanes, np.dtype(np.float32))[1].tolist() == [0, 1]
     assert storages.indices(aligned + np.uint64(1), lanes, np.dtype(np.float32)) is None
+
+
+@pytest.mark.parametrize("element", [tl.float32, tl.float16, tl.int8, tl.int1, tl.float64], ids=str)
+@pytest.mark.parametrize("offset_dtype", [np.int32, np.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize(
+    "ptr_shape, offset_shape",
+    [((1, 8), (4, 1)), ((4, 1), (1, 8)), ((4, 1), (4, 1)), ((4, 8), (4, 8)), ((1, 1), (4, 8)), ((4, 8), (1, 1))],
+)  # fmt: skip
+def test_pointer_addition_matches_the_interpreters(ptr_shape, offset_shape, offset_dtype, element):
+    """Same addresses as the interpreter's own create_addptr (uint64, negative offsets wrapping),
+    for pointers and offsets broadcast from rows, columns or scalars."""
+    shape = np.broadcast_shapes(ptr_shape, offset_shape)
+    rng = np.random.default_rng(0)
+    ptrs = np.uint64(2**40) + rng.integers(0, 2**20, ptr_shape).astype(np.uint64)
+    offsets = rng.integers(-(2**20), 2**20, offset_shape).astype(offset_dtype)
+    ptr_ty = tl.pointer_type(element)
+    ptr = triton_interpreter.TensorHandle(np.broadcast_to(ptrs, shape), ptr_ty)
+    offset = triton_interpreter.TensorHandle(np.broadcast_to(offsets, shape), tl.int32 if offset_dtype == np.int32 else tl.int64)
+    expected = type(interpreter_builder).create_addptr(interpreter_builder, ptr, offset)
+    got = interpreter._FastMemory.addptr(ptr, offset)
+    assert got.data.shape == shape and got.data.dtype == np.uint64
+    assert np.array_equal(got.data, expected.data)
+    assert got.dtype == expected.dtype
