@@ -18,13 +18,14 @@ memory-bound kernel such as pooling they dominate.
   keep offsets in range themselves (kernels/max_pool.py switches to int64 offsets, tested at 2**31).
 
 The kernel source, its semantics and the interpreter's execution of everything else are untouched.
-Like the interpreter itself (its builder holds the current program id), this is for one launch at
-a time per process.
+The interpreter's builder is one per process and holds the current program id, so launches from
+several threads take turns (a lock), which also keeps one launch's memory views from another's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ __all__ = ["launch"]
 
 
 _NOTHING_LIVE = "nothing live"
+_LAUNCH_LOCK = threading.Lock()
 
 
 class _Storages:
@@ -160,14 +162,15 @@ def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs) -> Non
     if any(t.device.type != "cpu" for t in tensors):
         raise ValueError("kernels.interpreter.launch runs CPU tensors only")
     builder = interpreter_builder
-    memory = _FastMemory(_Storages(tensors), builder)
-    saved_options = builder.options
-    builder.options = dataclasses.replace(saved_options, sanitize_overflow=False)
-    builder.create_masked_load = memory.load  # instance attributes shadow the class's methods
-    builder.create_masked_store = memory.store
-    builder.create_addptr = memory.addptr
-    try:
-        fn[grid](*args, **constexprs)
-    finally:
-        del builder.create_masked_load, builder.create_masked_store, builder.create_addptr
-        builder.options = saved_options
+    with _LAUNCH_LOCK:
+        memory = _FastMemory(_Storages(tensors), builder)
+        saved_options = builder.options
+        builder.options = dataclasses.replace(saved_options, sanitize_overflow=False)
+        builder.create_masked_load = memory.load  # instance attributes shadow the class's methods
+        builder.create_masked_store = memory.store
+        builder.create_addptr = memory.addptr
+        try:
+            fn[grid](*args, **constexprs)
+        finally:
+            del builder.create_masked_load, builder.create_masked_store, builder.create_addptr
+            builder.options = saved_options

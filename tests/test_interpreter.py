@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -139,6 +141,30 @@ def test_pooling_on_cpu_never_takes_the_slow_path(forbid_slow_path):
         ref, ref_idx = torch.nn.functional.max_pool2d(x.detach(), return_indices=True, **kwargs)
         assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
         assert x.grad.sum().item() == out.numel()
+
+
+def test_launches_from_several_threads_take_turns():
+    """The interpreter's builder is global (program id, our memory views): concurrent pooling calls
+    from threads must each get their own right answer."""
+    inputs = [torch.randn(2, 3, 40, 41, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    results = [None] * len(inputs)
+
+    def pool(i):
+        try:
+            results[i] = mp.max_pool2d(inputs[i], 3, 2, 1, return_indices=True)
+        except Exception as error:  # reported below: a thread's exception would go unseen
+            results[i] = error
+
+    threads = [threading.Thread(target=pool, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for x, result in zip(inputs, results):
+        assert isinstance(result, tuple), result
+        out, idx = result
+        ref, ref_idx = torch.nn.functional.max_pool2d(x, 3, 2, 1, return_indices=True)
+        assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
 
 
 def test_non_cpu_tensors_are_refused():
