@@ -884,8 +884,8 @@ def _launch(spec: LaunchSpec, device: torch.device) -> None:
         with torch.cuda.device(device):
             compiled[spec.grid](*spec.args, **spec.constexprs, num_warps=spec.num_warps)
     elif device.type == "cpu":
-        # Triton's interpreter, with vectorized loads and stores and without its int32 overflow
-        # re-check: our offsets are kept in range by INT64 (tested at 2**31).
+        # Triton's interpreter, with vectorized loads, stores and pointer additions and without
+        # its int32 overflow re-check: our offsets are kept in range by INT64 (tested at 2**31).
         interpreter.launch(interpreted, spec.grid, spec.args, spec.constexprs)
     else:
         raise RuntimeError(f"tritonpool max pooling runs on CUDA and CPU tensors, got a {device.type} tensor")
