@@ -14,6 +14,9 @@ memory-bound kernel such as pooling they dominate.
   interpreter's own loader unchanged;
 * pointer additions in one pass: a row of pointers plus a column of offsets is summed by
   broadcasting, not converted, scaled and added as three full tiles;
+* selects (``tl.where``) without branches: numpy's ``where`` branches on every element, and on a
+  data-dependent mask such as "this tap beats the best so far" mispredicts half the time
+  (~4 ns an element here, against ~0.5 for a bitwise blend);
 * no int32 overflow re-check (the interpreter redoes every int32 add/sub/mul in int64): callers
   keep offsets in range themselves (kernels/max_pool.py switches to int64 offsets, tested at 2**31).
 
@@ -124,6 +127,20 @@ class _FastMemory:
             address = np.broadcast_to(address, shape)
         return TensorHandle(address, ptr.dtype)
 
+    @staticmethod
+    def select(cond, lhs, rhs):
+        """``where(cond, lhs, rhs)`` as a bitwise blend, ``rhs ^ ((lhs ^ rhs) * cond)`` on the
+        values' bits: the same bits as ``np.where`` (NaNs and signed zeros included)."""
+        c, x, y = cond.data, lhs.data, rhs.data
+        if c.dtype != np.bool_ or x.dtype != y.dtype or x.dtype.itemsize not in (1, 2, 4, 8):
+            return type(interpreter_builder).create_select(interpreter_builder, cond, lhs, rhs)
+        bits = np.dtype(f"u{x.dtype.itemsize}")
+        c, x, y = np.broadcast_arrays(c, x.view(bits), y.view(bits))
+        blend = np.bitwise_xor(x, y)  # a fresh array of the full shape
+        np.multiply(blend, c.view(np.uint8), out=blend, casting="unsafe")  # 0 or 1: no overflow
+        blend ^= y
+        return TensorHandle(blend.view(lhs.data.dtype), rhs.dtype.scalar)
+
     def load(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile):
         element = ptrs.get_element_ty()
         dtype = _get_np_dtype(element)  # the interpreter's own table: bfloat16 as uint16
@@ -169,8 +186,9 @@ def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs) -> Non
         builder.create_masked_load = memory.load  # instance attributes shadow the class's methods
         builder.create_masked_store = memory.store
         builder.create_addptr = memory.addptr
+        builder.create_select = memory.select
         try:
             fn[grid](*args, **constexprs)
         finally:
-            del builder.create_masked_load, builder.create_masked_store, builder.create_addptr
+            del builder.create_masked_load, builder.create_masked_store, builder.create_addptr, builder.create_select
             builder.options = saved_options

@@ -127,7 +127,7 @@ def test_the_builder_is_restored_after_a_launch_even_a_failing_one():
     options = interpreter_builder.options
     with pytest.raises(Exception):
         interpreter.launch(GATHER, (1,), (torch.arange(8.0), torch.zeros(4, 4), 4, 4, 8), dict(OFFSET=0, BLOCK=4))
-    for name in ("create_masked_load", "create_masked_store", "create_addptr"):
+    for name in ("create_masked_load", "create_masked_store", "create_addptr", "create_select"):
         assert name not in vars(interpreter_builder), name
     assert interpreter_builder.options is options and options.sanitize_overflow
 
@@ -205,3 +205,43 @@ def test_pointer_addition_matches_the_interpreters(ptr_shape, offset_shape, offs
     assert got.data.shape == shape and got.data.dtype == np.uint64
     assert np.array_equal(got.data, expected.data)
     assert got.dtype == expected.dtype
+
+
+@pytest.mark.parametrize(
+    "np_dtype, element",
+    [(np.float32, tl.float32), (np.float64, tl.float64), (np.float16, tl.float16), (np.uint16, tl.bfloat16),
+     (np.int8, tl.int8), (np.int32, tl.int32), (np.int64, tl.int64), (np.bool_, tl.int1)],
+    ids=str,
+)  # fmt: skip
+@pytest.mark.parametrize(
+    "cond_shape, lhs_shape, rhs_shape",
+    [((6, 9), (6, 9), (6, 9)), ((6, 1), (1, 9), (6, 9)), ((6, 9), (1, 1), (6, 9)), ((1, 9), (6, 1), (1, 1))],
+)  # fmt: skip
+def test_select_matches_the_interpreters_bit_for_bit(np_dtype, element, cond_shape, lhs_shape, rhs_shape):
+    """The branchless select gives np.where's bits (NaNs with their payloads, -0.0 apart from 0.0)
+    for every element width and for operands broadcast from rows, columns or scalars."""
+    shape = np.broadcast_shapes(cond_shape, lhs_shape, rhs_shape)
+    rng = np.random.default_rng(1)
+
+    def operand(op_shape):
+        raw = rng.integers(0, 256, (*op_shape, np.dtype(np_dtype).itemsize), dtype=np.uint8)
+        values = raw.view(np_dtype).reshape(op_shape) if np_dtype != np.bool_ else raw[..., 0] % 2 == 1
+        if np_dtype == np.float32:  # special values among the random bit patterns
+            values.flat[:3] = [np.nan, -0.0, 0.0]
+        return triton_interpreter.TensorHandle(np.broadcast_to(values, shape), element)
+
+    cond = triton_interpreter.TensorHandle(np.broadcast_to(rng.random(cond_shape) < 0.5, shape), tl.int1)
+    lhs, rhs = operand(lhs_shape), operand(rhs_shape)
+    expected = type(interpreter_builder).create_select(interpreter_builder, cond, lhs, rhs)
+    got = interpreter._FastMemory.select(cond, lhs, rhs)
+    assert got.data.shape == shape and got.data.dtype == expected.data.dtype
+    assert got.data.tobytes() == expected.data.tobytes()
+    assert got.dtype == expected.dtype
+
+
+def test_select_of_mixed_dtypes_takes_the_interpreters_path():
+    cond = triton_interpreter.TensorHandle(np.array([True, False]), tl.int1)
+    lhs = triton_interpreter.TensorHandle(np.array([1.5, 2.5], np.float64), tl.float64)
+    rhs = triton_interpreter.TensorHandle(np.array([3, 4], np.int32), tl.int32)
+    got = interpreter._FastMemory.select(cond, lhs, rhs)
+    assert got.data.tolist() == [1, 4] and got.data.dtype == np.int32 and got.dtype == tl.int32
