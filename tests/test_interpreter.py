@@ -127,7 +127,7 @@ def test_the_builder_is_restored_after_a_launch_even_a_failing_one():
     options = interpreter_builder.options
     with pytest.raises(Exception):
         interpreter.launch(GATHER, (1,), (torch.arange(8.0), torch.zeros(4, 4), 4, 4, 8), dict(OFFSET=0, BLOCK=4))
-    for name in ("create_masked_load", "create_masked_store", "create_addptr", "create_select"):
+    for name in ("create_masked_load", "create_masked_store", "create_addptr", "create_select", "create_splat"):
         assert name not in vars(interpreter_builder), name
     assert interpreter_builder.options is options and options.sanitize_overflow
 
@@ -245,3 +245,25 @@ def test_select_of_mixed_dtypes_takes_the_interpreters_path():
     rhs = triton_interpreter.TensorHandle(np.array([3, 4], np.int32), tl.int32)
     got = interpreter._FastMemory.select(cond, lhs, rhs)
     assert got.data.tolist() == [1, 4] and got.data.dtype == np.int32 and got.dtype == tl.int32
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        triton_interpreter.TensorHandle(np.array(7, np.int32), tl.int32),  # a scalar argument
+        triton_interpreter.TensorHandle(np.array([3], np.int32), tl.int32),  # a program id
+        triton_interpreter.TensorHandle(np.array(-np.inf, np.float32), tl.float32),
+        triton_interpreter.TensorHandle(np.array(0x3F80, np.uint16), tl.bfloat16),
+        triton_interpreter.TensorHandle(np.array([2.5], np.float32), tl.float64),  # converted
+    ],
+    ids=["int32", "program_id", "float32", "bfloat16", "converted"],
+)
+@pytest.mark.parametrize("shape", [[4], [4, 8], [1, 8]])
+def test_splat_matches_the_interpreters_and_is_read_only(arg, shape):
+    ret_ty = tl.block_type(arg.dtype.scalar, shape)
+    expected = type(interpreter_builder).create_splat(interpreter_builder, ret_ty, arg)
+    got = interpreter._FastMemory.splat(ret_ty, arg)
+    assert got.data.shape == expected.data.shape and got.data.dtype == expected.data.dtype
+    assert got.data.tobytes() == expected.data.tobytes() and got.dtype == expected.dtype
+    with pytest.raises(ValueError, match="read-only"):
+        got.data[...] = 0
