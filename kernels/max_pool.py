@@ -255,7 +255,8 @@ def _strides_like_channels_last(shape: Sequence[int], strides: Sequence[int]) ->
 # --------------------------------------------------------------------------------------------
 # Every launch covers a 2D tile space of ROWS x COLS. With C_INNER the columns walk the channels
 # (the contiguous axis of a channels_last tensor: coalesced, vectorizable accesses) and the rows
-# walk (n, d, h, w); otherwise the columns walk the innermost spatial axis and the rows (n, c, d, h).
+# walk (n, d, h, w); otherwise the columns walk the innermost spatial axis and the rows (n, c, d, h),
+# or (n, d, h, c) with C_FASTEST.
 # Coordinates along the rows are [BLOCK_M, 1] tensors and along the columns [1, BLOCK_N], so the
 # per-tap index arithmetic runs on vectors; only loads, compares and selects touch the whole tile.
 # These are plain functions: triton.jit compiles them for CUDA and InterpretedFunction runs the
@@ -279,6 +280,7 @@ def _max_pool_forward_kernel(
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,  # dilation
     C_INNER: tl.constexpr,  # tile columns walk C (else OW)
     FLAT_HW: tl.constexpr,  # (not C_INNER) columns walk the whole (OH, OW) plane, contiguous in out
+    C_FASTEST: tl.constexpr,  # (neither of these) rows walk (n, d, h, c), channels fastest, else (n, c, d, h)
     TRACK_ARGMAX: tl.constexpr,  # follow the winning tap (needed for code or indices)
     WRITE_CODE: tl.constexpr,  # store the winning tap for the backward
     EMPTY_WINDOWS: tl.constexpr,  # some window may hold no input element (always on CUDA, see _forward_plan)
@@ -329,12 +331,20 @@ def _max_pool_forward_kernel(
         o_off = (n * son + c * soc + od * sod) + cols
     else:
         ow = cols
-        oh = rows % OH
-        t = rows // OH
-        od = t % OD
-        t = t // OD
-        c = t % C
-        n = t // C
+        if C_FASTEST:
+            c = rows % C
+            t = rows // C
+            oh = t % OH
+            t = t // OH
+            od = t % OD
+            n = t // OD
+        else:
+            oh = rows % OH
+            t = rows // OH
+            od = t % OD
+            t = t // OD
+            c = t % C
+            n = t // C
         x_outer = n * sxn + c * sxc
         x_cols = x_ptr
         o_off = (n * son + c * soc + od * sod + oh * soh) + ow * sow
@@ -543,6 +553,7 @@ def _max_pool_backward_scatter_kernel(
     PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,  # padding before
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,  # dilation
     C_INNER: tl.constexpr,  # tile columns walk C (else OW)
+    C_FASTEST: tl.constexpr,  # (not C_INNER) rows walk (n, d, h, c), channels fastest, else (n, c, d, h)
     INT64: tl.constexpr,  # offsets may exceed int32
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
 ):
@@ -576,12 +587,20 @@ def _max_pool_backward_scatter_kernel(
         o_off = (n * son + od * sod + oh * soh + ow * sow) + cols * soc
     else:
         ow = cols
-        oh = rows % OH
-        t = rows // OH
-        od = t % OD
-        t = t // OD
-        c = t % C
-        n = t // C
+        if C_FASTEST:
+            c = rows % C
+            t = rows // C
+            oh = t % OH
+            t = t // OH
+            od = t % OD
+            n = t // OD
+        else:
+            oh = rows % OH
+            t = rows // OH
+            od = t % OD
+            t = t // OD
+            c = t % C
+            n = t // C
         i_rows = n * sin + c * sic
         i_cols = (ow * STR_W - PAD_W) * siw
         o_off = (n * son + c * soc + od * sod + oh * soh) + ow * sow
@@ -696,6 +715,14 @@ def _tile_on_channels(channels: int, width: int, stride_c: int, stride_w: int, d
     return waste(channels) < waste(width) or (waste(channels) == waste(width) and stride_c < stride_w)
 
 
+def _rows_channels_fastest(c_inner: bool, strides5: Sequence[int], device_type: str) -> bool:
+    """Whether rows along W should walk (n, d, h, c) rather than (n, c, d, h): in the interpreter,
+    where channels lie closer in memory than image rows (channels_last), so that the gathers of
+    neighbouring rows read neighbouring addresses (the seed's channels_last forward ~5-10% faster).
+    CUDA keeps one order: its channels_last tiles walk C along the columns anyway."""
+    return device_type != "cuda" and not c_inner and strides5[1] < strides5[3]
+
+
 def _span_of(shape: Sequence[int], strides: Sequence[int]) -> int:
     """Elements from a tensor's first to its last, plus one: what its offsets must reach."""
     return 1 + sum((size - 1) * abs(stride) for size, stride in zip(shape, strides) if size > 0)
@@ -801,6 +828,7 @@ def _forward_plan(
     c_inner = _tile_on_channels(c, ow, strides5[1], strides5[4], device_type)
     # On CUDA, along W: a column per output of the (OH, OW) plane, if out lays it out contiguously.
     flat_hw = device_type == "cuda" and not c_inner and oh > 1 and out_strides5[4] == 1 and out_strides5[3] == ow
+    c_fastest = _rows_channels_fastest(c_inner, strides5, device_type)
     if c_inner:
         rows, cols = n * od * oh * ow, c
     elif flat_hw:
@@ -818,7 +846,7 @@ def _forward_plan(
     # while the fix-up itself costs a GPU next to nothing.
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
-        C_INNER=c_inner, FLAT_HW=flat_hw, TRACK_ARGMAX=write_code or write_idx, WRITE_CODE=write_code,
+        C_INNER=c_inner, FLAT_HW=flat_hw, C_FASTEST=c_fastest, TRACK_ARGMAX=write_code or write_idx, WRITE_CODE=write_code,
         EMPTY_WINDOWS=write_code and (device_type == "cuda" or any(map(_empty_windows, *dims))),
         EDGE_D=edges[0], EDGE_H=edges[1], EDGE_W=edges[2],
         WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(dtype),
@@ -871,6 +899,8 @@ def _backward_plan(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
         C_INNER=c_inner, INT64=int64, BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
+    if scatter:
+        constexprs["C_FASTEST"] = _rows_channels_fastest(c_inner, strides5, device_type)
     if not scatter:
         constexprs["FLAT_HW"] = flat_hw
         constexprs["ACC"] = _acc_dtype(dtype)

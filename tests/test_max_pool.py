@@ -298,6 +298,25 @@ def test_forward_fixes_up_empty_windows_only_where_needed(size, pool, device_typ
     assert spec.constexprs["EMPTY_WINDOWS"] is expected
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("device_type", ["cpu", "cuda"])
+def test_rows_walk_channels_fastest_for_channels_last_on_cpu(dims, layout, device_type):
+    """Along W in the interpreter, rows follow memory: channels fastest for channels_last (both the
+    forward and the scatter backward); CUDA tiles channels_last along C and keeps one row order."""
+    x = _layout(torch.empty(2, 5, *([16] * dims)), layout)  # 8 outputs along W fill a tile: not C_INNER on CPU
+    k = (2,) * dims
+    geometry = mp._resolve_geometry("t", tuple(x.shape[2:]), k, k, (0,) * dims, (1,) * dims, False)
+    channels_last = layout == "channels_last"
+    out, code, idx = mp._forward_outputs(x, geometry.output_size, k, channels_last, True, False)
+    forward = mp.forward_launch_spec(x, out, code, idx, *geometry[:4], device_type)
+    backward = mp.backward_launch_spec(torch.empty_like(out), code, torch.empty_like(x), *geometry[:4], device_type)
+    expected = device_type == "cpu" and channels_last
+    assert not forward.constexprs["C_INNER"] or device_type == "cuda"
+    assert forward.constexprs["C_FASTEST"] is expected
+    assert backward.constexprs.get("C_FASTEST", False) is expected
+
+
 @pytest.mark.parametrize("ceil_mode", [False, True])
 @pytest.mark.parametrize("dilation", [1, 2, 3, 5])
 def test_empty_windows_and_edges_are_found_exactly(dilation, ceil_mode):
