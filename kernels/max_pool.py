@@ -282,6 +282,7 @@ def _max_pool_forward_kernel(
     FLAT_HW: tl.constexpr,  # (not C_INNER) columns walk the whole (OH, OW) plane, contiguous in out
     C_FASTEST: tl.constexpr,  # (neither of these) rows walk (n, d, h, c), channels fastest, else (n, c, d, h)
     TRACK_ARGMAX: tl.constexpr,  # follow the winning tap (needed for code or indices)
+    ARG: tl.constexpr,  # integer type that follows it (see _forward_plan)
     WRITE_CODE: tl.constexpr,  # store the winning tap for the backward
     EMPTY_WINDOWS: tl.constexpr,  # some window may hold no input element (always on CUDA, see _forward_plan)
     EDGE_D: tl.constexpr, EDGE_H: tl.constexpr, EDGE_W: tl.constexpr,  # taps may fall outside the input
@@ -360,7 +361,7 @@ def _max_pool_forward_kernel(
         jh0 = tl.where(h0 < 0, (DIL_H - 1 - h0) // DIL_H, 0) if EDGE_H else 0
         jw0 = tl.where(w0 < 0, (DIL_W - 1 - w0) // DIL_W, 0) if EDGE_W else 0
         tap0 = (jd0 * K_H + jh0) * K_W + jw0
-        arg = tl.full([BLOCK_M, BLOCK_N], 0, tl.int32) + tap0
+        arg = (tl.full([BLOCK_M, BLOCK_N], 0, tl.int32) + tap0).to(ARG)
     # Bounds are checked only along dimensions where some tap can fall outside the input
     # (padding, or a ceil_mode window past the end); elsewhere a tap's mask is the tile's.
     for kd in tl.static_range(K_D):
@@ -739,6 +740,9 @@ def _pad3(values: Sequence[int], fill: int) -> tuple[int, int, int]:
     return (fill,) * (3 - len(values)) + tuple(values)
 
 
+_TL_INTEGERS = {torch.int8: tl.int8, torch.int16: tl.int16, torch.int32: tl.int32}
+
+
 def _code_dtype(kernel_size: Sequence[int]) -> torch.dtype:
     taps = math.prod(kernel_size)
     if taps <= 127:
@@ -840,6 +844,8 @@ def _forward_plan(
     block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, dtype.itemsize)
     dims = (shape5[2:], out_shape5[2:], _pad3(kernel_size, 1), _pad3(stride, 1), _pad3(padding, 0), _pad3(dilation, 1))
     edges = tuple(map(_reaches_edge, *dims))
+    # The winning tap is followed in 32 bits on CUDA (registers are 32-bit anyway), and in the
+    # code's own width in the interpreter, where every tap's select on it moves its bytes.
     # The -1 fix-up for windows that hold no input element is skipped where none can (the
     # interpreter saves a few whole-tile operations), except on CUDA: without it ptxas schedules
     # the taps' loads differently and takes up to 2x the registers (benchmarks/inspect_kernels.py),
@@ -847,6 +853,7 @@ def _forward_plan(
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
         C_INNER=c_inner, FLAT_HW=flat_hw, C_FASTEST=c_fastest, TRACK_ARGMAX=write_code or write_idx, WRITE_CODE=write_code,
+        ARG=tl.int32 if device_type == "cuda" else _TL_INTEGERS[_code_dtype(kernel_size)],
         EMPTY_WINDOWS=write_code and (device_type == "cuda" or any(map(_empty_windows, *dims))),
         EDGE_D=edges[0], EDGE_H=edges[1], EDGE_W=edges[2],
         WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(dtype),

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import triton.language as tl
 
 import kernels
 from kernels import max_pool as mp
@@ -297,6 +298,24 @@ def test_forward_fixes_up_empty_windows_only_where_needed(size, pool, device_typ
     spec = mp.forward_launch_spec(x, out, code, idx, *geometry[:4], device_type)
     assert spec.constexprs["EMPTY_WINDOWS"] is expected
 
+
+@pytest.mark.parametrize("kernel, narrow", [(3, torch.int8), (12, torch.int16)])
+def test_winning_tap_followed_in_the_codes_width_on_cpu(kernel, narrow):
+    """The interpreter follows the winner in the code's width (int16 past 127 taps) and gets
+    PyTorch's answer, bit for bit; CUDA follows it in 32-bit registers."""
+    x = _random((2, 3, 14, 15), torch.float32, "cpu").requires_grad_(True)
+    k = (kernel, kernel)
+    geometry = mp._resolve_geometry("t", tuple(x.shape[2:]), k, (1, 1), (1, 1), (1, 1), False)
+    out, code, idx = mp._forward_outputs(x, geometry.output_size, k, False, True, True)
+    assert code.dtype == narrow
+    arg = {device: mp.forward_launch_spec(x, out, code, idx, *geometry[:4], device).constexprs["ARG"]
+           for device in ("cpu", "cuda")}  # fmt: skip
+    assert arg == {"cpu": getattr(tl, str(narrow)[6:]), "cuda": tl.int32}
+    out, idx = kernels.max_pool2d(x, kernel, 1, 1, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, kernel, 1, 1, return_indices=True)
+    assert _same_bits(out, ref) and torch.equal(idx, ref_idx)
+    (g,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    torch.testing.assert_close(g, torch.autograd.grad(ref, x, torch.ones_like(ref))[0])
 
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
