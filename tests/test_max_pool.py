@@ -709,13 +709,17 @@ def test_modules_reject_invalid_arguments_at_construction(args, kwargs, message)
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("int64", [False, True], ids=["int32", "int64"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("dims", [1, 2, 3])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout):
+def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout, int64, monkeypatch):
     """What a GPU launches (its tiles, its tile axis, the gather backward also for windows that
-    do not overlap, which CPU runs otherwise scatter) gives PyTorch's results in the interpreter."""
+    do not overlap, which CPU runs otherwise scatter; with 64-bit offsets too) gives PyTorch's
+    results in the interpreter."""
+    if int64:  # the launches of tensors beyond 2**30 elements, without one
+        monkeypatch.setattr(mp, "INT32_SPAN_LIMIT", 1)
     kwargs = _kwargs(config, dims)
     x = _layout(_random(SHAPES[dims], dtype, "cpu"), layout).requires_grad_(True)
     ref, ref_idx = TORCH[dims](x, **kwargs, return_indices=True)
@@ -724,6 +728,7 @@ def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout):
     channels_last = layout == "channels_last" and dims > 1
     out, code, idx = mp._forward_outputs(x, ref.shape[2:], k, channels_last, True, True)
     forward = mp.forward_launch_spec(x, out, code, idx, k, s, p, d, "cuda")
+    assert forward.constexprs["INT64"] == int64
     # Along W with more than one output row, a CUDA tile column walks the whole (OH, OW) plane.
     assert forward.constexprs["FLAT_HW"] == (not forward.constexprs["C_INNER"] and dims > 1 and ref.shape[-2] > 1)
     mp._launch(forward, x.device)
