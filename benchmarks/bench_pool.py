@@ -118,15 +118,20 @@ def median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> t
     """Median time of ``fn`` in milliseconds and the number of timed runs.
 
     CUDA: triton.testing.do_bench, which flushes the L2 cache before every run, so each run reads
-    from DRAM. CPU: wall clock around each call after one warm-up call, with the cyclic garbage
-    collector off (as timeit does; reference counting still frees every tensor), at least
-    ``repeats`` runs and at least 0.1 s of them, so that fast calls get enough samples for a
-    stable median.
+    from DRAM. CPU: wall clock around each call after warming up (at least two calls and 0.5 s:
+    a process's first calls grow its heap, as glibc raises its mmap and trim thresholds to the
+    sizes coming and going, and the interpreter's first calls measured up to 1.7x its steady
+    time), with the cyclic garbage collector off (as timeit does; reference counting still frees
+    every tensor), at least ``repeats`` runs and at least 0.1 s of them, so that fast calls get
+    enough samples for a stable median.
     """
     if device.type == "cuda":
         times = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="all")
         return statistics.median(times), len(times)
-    fn()
+    start, calls = time.perf_counter(), 0
+    while calls < 2 or time.perf_counter() - start < 0.5:
+        fn()
+        calls += 1
     times = []
     gc.disable()
     try:
