@@ -20,7 +20,15 @@ memory-bound kernel such as pooling they dominate.
   data-dependent mask such as "this tap beats the best so far" mispredicts half the time
   (~4 ns an element here, against ~0.5 for a bitwise blend);
 * no int32 overflow re-check (the interpreter redoes every int32 add/sub/mul in int64): callers
-  keep offsets in range themselves (kernels/max_pool.py switches to int64 offsets, tested at 2**31).
+  keep offsets in range themselves (kernels/max_pool.py switches to int64 offsets, tested at 2**31);
+* programs after the second replayed: Triton's frontend (type checks, broadcasting: ~50 us of
+  Python per ``tl`` operation, the same for every program) runs the first two programs while the
+  builder operations it emits are recorded; if both records agree, every further program replays
+  the first's operations, on its own program id, without the frontend. A launch is not replayed
+  (every program runs the frontend) where a recorded value steered Python control flow (an ``if``
+  or a ``range`` on tensor data or on the program id), or where an operation took a block made
+  outside the builder (the interpreter's own reductions and ``.T``): a program could then differ
+  from the first two in ways their records cannot show.
 
 The kernel source, its semantics and the interpreter's execution of everything else are untouched.
 The interpreter's builder is one per process and holds the current program id, so launches from
@@ -30,11 +38,15 @@ several threads take turns (a lock), which also keeps one launch's memory views 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from triton.runtime.interpreter import InterpretedFunction, TensorHandle, _get_np_dtype, interpreter_builder
+import triton.language as tl
+from triton.runtime.interpreter import GridExecutor, InterpretedFunction, TensorHandle, _get_np_dtype, interpreter_builder
 
 __all__ = ["launch"]
 
@@ -186,8 +198,171 @@ class _FastMemory:
         view[index] = values  # an index past the end raises IndexError (numpy's put is ~3x slower)
 
 
-def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs) -> None:
-    """``fn[grid](*args, **constexprs)`` on CPU tensors, with the fast paths above."""
+class _Step(NamedTuple):
+    """A reference, in a tape, to what an earlier operation returned (``part`` of a tuple)."""
+
+    index: int
+    part: int | None
+
+
+class _Tape:
+    """The builder operations of one program, in order, as (name, arguments, keyword arguments):
+    an argument that one of them returned becomes a _Step; anything else (the launch's arguments,
+    constants, types, shapes) is kept as it is, the same for every program."""
+
+    def __init__(self):
+        self.steps = []
+        self.data_dependent = False  # a recorded value decided the kernel's Python control flow
+        self.depth = 0  # builder methods running (only the outermost is a step)
+
+    def encode(self, value):
+        if isinstance(value, TensorHandle):
+            origin = value.__dict__.get("_tape_origin")
+            return _Step(*origin[1:]) if origin is not None and origin[0] is self else value
+        if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+            return type(value)(self.encode(v) for v in value)
+        return value
+
+    def record(self, name, method):
+        def call(*args, **kwargs):
+            if self.depth:  # called by another builder method (create_load by way of
+                return method(*args, **kwargs)  # create_masked_load): replayed with it
+            self.depth += 1
+            try:
+                result = method(*args, **kwargs)
+            finally:
+                self.depth -= 1
+            index = len(self.steps)
+            self.steps.append((name, self.encode(args), {k: self.encode(v) for k, v in kwargs.items()}))
+            # Results are tagged with where they came from, not looked up by id(): ids are reused.
+            if isinstance(result, TensorHandle):
+                result.__dict__["_tape_origin"] = (self, index, None)
+            elif isinstance(result, (list, tuple)):
+                for part, handle in enumerate(result):
+                    if isinstance(handle, TensorHandle):
+                        handle.__dict__["_tape_origin"] = (self, index, part)
+            return result
+
+        return call
+
+    def same_as(self, other: "_Tape") -> bool:
+        """Whether two programs performed the same operations on the same inputs: the same steps,
+        and the same objects from outside them (the launch's arguments; anything else made outside
+        the builder, such as the interpreter's own reductions, is new in every program)."""
+        return (
+            not self.data_dependent and not other.data_dependent and len(self.steps) == len(other.steps)
+            and all(a[0] == b[0] and _same((a[1], a[2]), (b[1], b[2])) for a, b in zip(self.steps, other.steps))
+        )  # fmt: skip
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, TensorHandle) or isinstance(b, TensorHandle):
+        return a is b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and not hasattr(a, "_fields"):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:
+        return a is b
+
+
+class _Replay:
+    """The kernel as GridExecutor calls it, once per program: the first two programs through
+    Triton's frontend, recording the builder's operations; then, if the two tapes agree, the
+    first tape replayed (its operations on this program's id), each result dropped after its last
+    use as the frontend's variables would be."""
+
+    def __init__(self, kernel, builder):
+        self.kernel, self.builder = kernel, builder
+        self.tapes = []
+        self.program = None  # [(bound method, args, kwargs, indices to free)] once verified
+        functools.update_wrapper(self, kernel)
+        self.__signature__ = inspect.signature(kernel)  # GridExecutor binds arguments by it
+        self.__globals__ = kernel.__globals__  # and patches the triton.language it finds there
+
+    def __call__(self, **args):
+        if self.program is not None:
+            return self._replay()
+        if len(self.tapes) == 2:  # the programs differed: the frontend for every one
+            return self.kernel(**args)
+        tape = _Tape()
+        names = [name for name in dir(self.builder) if name.startswith("create_")
+                 or (name.startswith("get_") and not name.endswith("_ty"))]  # fmt: skip
+        patched = {name: self.builder.__dict__[name] for name in names if name in self.builder.__dict__}
+        for name in names:
+            setattr(self.builder, name, tape.record(name, getattr(self.builder, name)))
+        # A recorded value turned into a Python bool or int (an `if` or a `range` on tensor data or
+        # on the program id) may steer each program differently: no replay then. (The interpreter
+        # makes any block true without reading it, as the frontend's `if other:` relies on.)
+        conversions = {name: tl.tensor.__dict__[name] for name in ("__bool__", "__index__") if name in tl.tensor.__dict__}
+
+        def watch(convert):
+            def call(tensor):
+                handle = tensor.handle
+                if handle.__dict__.get("_tape_origin", (None,))[0] is tape and handle.data.size == 1:
+                    tape.data_dependent = True
+                return convert(tensor)
+
+            return call
+
+        for name, convert in conversions.items():
+            setattr(tl.tensor, name, watch(convert))
+        try:
+            self.kernel(**args)
+        finally:
+            for name, convert in conversions.items():
+                setattr(tl.tensor, name, convert)
+            for name in names:
+                if name in patched:
+                    setattr(self.builder, name, patched[name])
+                else:
+                    delattr(self.builder, name)
+        self.tapes.append(tape)
+        if len(self.tapes) == 2 and self.tapes[0].same_as(tape):
+            self.program = self._compile(self.tapes[0])
+
+    def _compile(self, tape):
+        last_use = list(range(len(tape.steps)))
+
+        def mark(value, user):
+            if isinstance(value, _Step):
+                last_use[value.index] = user
+            elif isinstance(value, (list, tuple)):
+                for v in value:
+                    mark(v, user)
+
+        for user, (_, args, kwargs) in enumerate(tape.steps):
+            mark(args, user)
+            mark(list(kwargs.values()), user)
+        frees = [[] for _ in tape.steps]
+        for index, user in enumerate(last_use):
+            frees[user].append(index)
+        return [(getattr(self.builder, name), args, kwargs, frees[i]) for i, (name, args, kwargs) in enumerate(tape.steps)]
+
+    def _replay(self):
+        values = [None] * len(self.program)
+
+        def resolve(value):
+            if isinstance(value, _Step):
+                result = values[value.index]
+                return result if value.part is None else result[value.part]
+            if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+                return type(value)(resolve(v) for v in value)
+            return value
+
+        for index, (method, args, kwargs, frees) in enumerate(self.program):
+            values[index] = method(*resolve(args), **{k: resolve(v) for k, v in kwargs.items()})
+            for i in frees:
+                values[i] = None
+
+
+def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs, replay: bool = True) -> None:
+    """``fn[grid](*args, **constexprs)`` on CPU tensors, with the fast paths above (``replay``:
+    programs after the second replayed; see the module's docstring for the kernels it fits)."""
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     if any(t.device.type != "cpu" for t in tensors):
         raise ValueError("kernels.interpreter.launch runs CPU tensors only")
@@ -202,7 +377,10 @@ def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs) -> Non
         builder.create_select = memory.select
         builder.create_splat = memory.splat
         try:
-            fn[grid](*args, **constexprs)
+            if replay:  # InterpretedFunction.run, with the kernel wrapped
+                GridExecutor(_Replay(fn.rewrite(), builder), fn.arg_names, grid, fn.pre_run_hooks)(*args, **constexprs)
+            else:
+                fn[grid](*args, **constexprs)
         finally:
             del builder.create_masked_load, builder.create_masked_store, builder.create_addptr, builder.create_select
             del builder.create_splat

@@ -665,10 +665,11 @@ CUDA_TILE_ELEMENTS = 2048
 CUDA_MIN_TILE_ELEMENTS = 256
 CUDA_MAX_BLOCK_N = 128
 CUDA_NUM_WARPS = 4
-# CPU (interpreter): every tl operation costs a fixed Python overhead (~50 us) on top of its
-# per-element cost and every program re-runs the whole kernel body, so fewer, larger tiles win,
-# up to where the rows' last tile wastes more than a program's overhead saves: 2**19 measured
-# best on the seed's layer (2**18 and 2**20 5-15% slower; Triton caps a tile at 2**20).
+# CPU (interpreter): every program costs a fixed Python overhead on top of its per-element cost
+# (~3 ms forward, ~2 ms backward replayed; 7.5 and 4.7 through Triton's frontend), while every
+# whole-tile pass moves its megabytes beyond the 512 KiB L2: 2**19 measured best on the seed's
+# layer (2**18 as fast, 2**17 ~20% slower, 2**20 ~25% slower: its last row of tiles wastes most;
+# Triton caps a tile at 2**20).
 CPU_TILE_ELEMENTS = 2**19
 CPU_MAX_BLOCK_N = 2**12
 # Offsets in int32 unless a tensor spans this many elements (margin below 2**31 for windows that
@@ -921,8 +922,9 @@ def _launch(spec: LaunchSpec, device: torch.device) -> None:
         with torch.cuda.device(device):
             compiled[spec.grid](*spec.args, **spec.constexprs, num_warps=spec.num_warps)
     elif device.type == "cpu":
-        # Triton's interpreter, with vectorized loads, stores and pointer additions and without
-        # its int32 overflow re-check: our offsets are kept in range by INT64 (tested at 2**31).
+        # Triton's interpreter, with vectorized loads, stores, pointer additions and selects,
+        # programs after the second replayed, and without its int32 overflow re-check: our
+        # offsets are kept in range by INT64 (tested at 2**31).
         interpreter.launch(interpreted, spec.grid, spec.args, spec.constexprs)
     else:
         raise RuntimeError(f"tritonpool max pooling runs on CUDA and CPU tensors, got a {device.type} tensor")

@@ -267,3 +267,112 @@ def test_splat_matches_the_interpreters_and_is_read_only(arg, shape):
     assert got.data.tobytes() == expected.data.tobytes() and got.dtype == expected.dtype
     with pytest.raises(ValueError, match="read-only"):
         got.data[...] = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Programs after the second replayed from a tape of the first's builder operations
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def replays(monkeypatch):
+    """The number of programs replayed (not run through Triton's frontend)."""
+    count = []
+    real = interpreter._Replay._replay
+    monkeypatch.setattr(interpreter._Replay, "_replay", lambda self: (count.append(1), real(self))[1])
+    return count
+
+
+def _blocks_kernel(src_ptr, dst_ptr, n, scale, BLOCK: tl.constexpr):
+    # Each program its own block: the program id, a scalar argument and a mask reach every step.
+    pid = tl.program_id(0)
+    offsets = pid * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(src_ptr + offsets, mask=offsets < n, other=0.0)
+    tl.store(dst_ptr + offsets, tl.where(x > 0, x * scale, -x) + pid, mask=offsets < n)
+
+
+@pytest.mark.parametrize("grid", [1, 2, 3, 8])
+def test_replayed_programs_compute_what_the_frontend_does(grid, replays):
+    n = grid * 128 - 37  # the last block partly masked
+    src = torch.randn(n, generator=torch.Generator().manual_seed(grid))
+    replayed, plain = torch.zeros(n), torch.zeros(n)
+    fn = InterpretedFunction(_blocks_kernel)
+    interpreter.launch(fn, (grid,), (src, replayed, n, 1.5), dict(BLOCK=128))
+    assert len(replays) == max(0, grid - 2)
+    interpreter.launch(fn, (grid,), (src, plain, n, 1.5), dict(BLOCK=128), replay=False)
+    assert len(replays) == max(0, grid - 2)
+    expected = torch.where(src > 0, src * 1.5, -src) + torch.arange(n) // 128
+    assert torch.equal(replayed, plain) and torch.equal(replayed, expected)
+
+
+def _branching_kernel(src_ptr, dst_ptr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    offsets = pid * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(src_ptr + offsets)
+    if pid == 5:  # Python control flow on the program id: program 5 differs from the first two
+        x = x * 2
+    tl.store(dst_ptr + offsets, x)
+
+
+def _flag_kernel(src_ptr, flag_ptr, dst_ptr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    offsets = pid * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(src_ptr + offsets)
+    for _ in range(tl.load(flag_ptr + pid)):  # a loop whose trip count is data
+        x = x + 1
+    tl.store(dst_ptr + offsets, x)
+
+
+def _transpose_kernel(src_ptr, dst_ptr, BLOCK: tl.constexpr):
+    # The interpreter transposes (.T) outside the builder: nothing a tape could replay.
+    pid = tl.program_id(0)
+    r = tl.arange(0, BLOCK)[:, None]
+    c = tl.arange(0, BLOCK)[None, :]
+    tile = tl.load(src_ptr + pid * BLOCK * BLOCK + r * BLOCK + c)
+    tl.store(dst_ptr + pid * BLOCK * BLOCK + r * BLOCK + c, tile.T)
+
+
+def test_programs_that_could_differ_are_not_replayed(replays):
+    src = torch.randn(8 * 16)
+    dst = torch.zeros(8 * 16)
+    interpreter.launch(InterpretedFunction(_branching_kernel), (8,), (src, dst), dict(BLOCK=16))
+    expected = src.clone()
+    expected[5 * 16 : 6 * 16] *= 2
+    assert torch.equal(dst, expected)
+
+    flags = torch.tensor([0, 0, 0, 3, 0, 1, 0, 2], dtype=torch.int32)
+    interpreter.launch(InterpretedFunction(_flag_kernel), (8,), (src, flags, dst), dict(BLOCK=16))
+    torch.testing.assert_close(dst, src + flags.repeat_interleave(16))  # 1 + 1 + ... rounds as it goes
+
+    tiles = torch.randn(8, 4, 4)
+    transposed = torch.zeros(8, 4, 4)
+    interpreter.launch(InterpretedFunction(_transpose_kernel), (8,), (tiles, transposed), dict(BLOCK=4))
+    assert torch.equal(transposed, tiles.transpose(1, 2))
+    assert replays == []
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize(
+    "dims, kwargs",
+    [(2, dict(kernel_size=2)), (2, dict(kernel_size=3, stride=2, padding=1)), (3, dict(kernel_size=2)),
+     (1, dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True))],
+)  # fmt: skip
+def test_pooling_replays_its_tiles_and_matches_pytorch(dims, kwargs, layout, replays, monkeypatch):
+    """Small tiles, so that every pooling kernel (forward, scatter and gather backward) launches
+    many programs: the replayed ones must give PyTorch's values, indices and gradients."""
+    monkeypatch.setattr(mp, "CPU_TILE_ELEMENTS", 64)
+    shape = {1: (3, 5, 41), 2: (3, 5, 19, 23), 3: (2, 3, 7, 9, 11)}[dims]
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(dims))
+    if layout == "channels_last" and dims > 1:
+        x = x.to(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+    x.requires_grad_(True)
+    pool = {1: mp.max_pool1d, 2: mp.max_pool2d, 3: mp.max_pool3d}[dims]
+    reference = {1: torch.nn.functional.max_pool1d, 2: torch.nn.functional.max_pool2d, 3: torch.nn.functional.max_pool3d}[dims]
+    out, idx = pool(x, return_indices=True, **kwargs)
+    ref, ref_idx = reference(x, return_indices=True, **kwargs)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    (g,) = torch.autograd.grad(out, x, grad)
+    (ref_g,) = torch.autograd.grad(ref, x, grad)
+    torch.testing.assert_close(g, ref_g)
+    assert len(replays) > 10
