@@ -409,3 +409,23 @@ def test_bfloat16_narrowing_rounds_to_nearest_even_as_pytorch():
     assert np.array_equal(got.data[~nan], expected[~nan])
     narrowed = torch.from_numpy(got.data.view(np.int16).copy()).view(torch.bfloat16).float().numpy()
     assert np.isnan(narrowed[nan]).all() and np.array_equal(np.signbit(narrowed[nan]), np.signbit(values[nan]))
+
+
+def test_float16_conversions_match_numpy_but_quiet_signalling_nans():
+    every = triton_interpreter.TensorHandle(np.arange(2**16, dtype=np.uint16).view(np.float16), tl.float16)
+    wide = interpreter._FastMemory.fp_ext(every, tl.float32)
+    assert wide.dtype == tl.float32 and wide.data.dtype == np.float32
+    numpy_wide = every.data.astype(np.float32)
+    nan = np.isnan(numpy_wide)
+    assert nan.sum() == 2046 and np.array_equal(wide.data.view(np.uint32)[~nan], numpy_wide.view(np.uint32)[~nan])
+    assert np.isnan(wide.data[nan]).all() and np.array_equal(np.signbit(wide.data[nan]), np.signbit(numpy_wide[nan]))
+
+    bits = np.random.default_rng(1).integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    values = np.concatenate([bits.view(np.float32), np.array([65504, 65520, 65519.99, 1e-8, -0.0], np.float32)])
+    narrow = interpreter._FastMemory.fp_trunc(triton_interpreter.TensorHandle(values, tl.float32), tl.float16)
+    assert narrow.dtype == tl.float16 and narrow.data.dtype == np.float16
+    with np.errstate(over="ignore"):
+        numpy_narrow = values.astype(np.float16)
+    nan = np.isnan(values)
+    assert np.array_equal(narrow.data.view(np.uint16)[~nan], numpy_narrow.view(np.uint16)[~nan])
+    assert np.isnan(narrow.data[nan]).all() and np.array_equal(np.signbit(narrow.data[nan]), np.signbit(values[nan]))
