@@ -123,6 +123,39 @@ def _compact(a: np.ndarray) -> np.ndarray:
     return a[tuple(slice(0, 1) if stride == 0 else slice(None) for stride in a.strides)]
 
 
+def _convert_compact(data: np.ndarray, convert) -> np.ndarray:
+    """``convert`` applied once per distinct element of a broadcast view (a splatted ``other``
+    is one scalar, not a tile), broadcast back."""
+    compact = _compact(data)
+    if not compact.flags.writeable:  # PyTorch wraps only writeable arrays
+        compact = compact.copy()
+    out = convert(compact)
+    return out if out.shape == data.shape else np.broadcast_to(out, data.shape)
+
+
+def _widen(data: np.ndarray) -> np.ndarray:
+    if data.dtype == np.uint16:  # bfloat16's bits: the high half of a float32's
+        bits = data.astype(np.uint32)
+        bits <<= np.uint32(16)
+        return bits.view(np.float32)
+    return torch.from_numpy(data).float().numpy()
+
+
+def _to_bfloat16_bits(data: np.ndarray) -> np.ndarray:
+    bits = data.view(np.uint32)
+    rounded = bits + ((bits >> np.uint32(16)) & np.uint32(1))  # ties go to the even neighbour
+    rounded += np.uint32(0x7FFF)  # past the halfway point carries into the kept bits
+    rounded >>= np.uint32(16)
+    nan = np.isnan(data)
+    if nan.any():  # rounding could carry a NaN's payload into the sign bit
+        np.copyto(rounded, (bits >> np.uint32(16)) | np.uint32(0x40), where=nan)
+    return rounded.astype(np.uint16)
+
+
+def _to_float16(data: np.ndarray) -> np.ndarray:
+    return torch.from_numpy(data).half().numpy()
+
+
 class _FastMemory:
     """Vectorized replacements for the interpreter builder's masked load and store, and a leaner
     pointer addition."""
@@ -175,30 +208,20 @@ class _FastMemory:
 
     @staticmethod
     def fp_ext(src, dst_type):
-        """Widening float conversion: bfloat16 (held as uint16) -> float32 by a shift, exact."""
-        if src.dtype.scalar == tl.bfloat16 and dst_type.scalar == tl.float32:
-            bits = src.data.astype(np.uint32)
-            bits <<= np.uint32(16)
-            return TensorHandle(bits.view(np.float32), tl.float32)
-        if src.dtype.scalar == tl.float16 and dst_type.scalar == tl.float32 and src.data.flags.writeable:
-            return TensorHandle(torch.from_numpy(src.data).float().numpy(), tl.float32)
+        """Widening float conversion: bfloat16 (held as uint16) -> float32 by a shift, exact;
+        float16 -> float32 by PyTorch."""
+        if dst_type.scalar == tl.float32 and src.dtype.scalar in (tl.bfloat16, tl.float16):
+            return TensorHandle(_convert_compact(src.data, _widen), tl.float32)
         return type(interpreter_builder).create_fp_ext(interpreter_builder, src, dst_type)
 
     @staticmethod
     def fp_trunc(src, dst_type):
         """Narrowing float conversion: float32 -> bfloat16 rounded to nearest, ties to even, as
-        ``cvt.rn.bf16.f32`` on a GPU; a NaN stays a (quiet) NaN with its sign and top payload."""
-        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
-            bits = src.data.view(np.uint32)
-            rounded = bits + ((bits >> np.uint32(16)) & np.uint32(1))  # ties go to the even neighbour
-            rounded += np.uint32(0x7FFF)  # past the halfway point carries into the kept bits
-            rounded >>= np.uint32(16)
-            nan = np.isnan(src.data)
-            if nan.any():  # rounding could carry a NaN's payload into the sign bit
-                np.copyto(rounded, (bits >> np.uint32(16)) | np.uint32(0x40), where=nan)
-            return TensorHandle(rounded.astype(np.uint16), tl.bfloat16)
-        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.float16 and src.data.flags.writeable:
-            return TensorHandle(torch.from_numpy(src.data).half().numpy(), tl.float16)
+        ``cvt.rn.bf16.f32`` on a GPU (a NaN stays a quiet NaN with its sign and top payload);
+        float32 -> float16 by PyTorch."""
+        if src.dtype.scalar == tl.float32 and dst_type.scalar in (tl.bfloat16, tl.float16):
+            narrow = _to_bfloat16_bits if dst_type.scalar == tl.bfloat16 else _to_float16
+            return TensorHandle(_convert_compact(src.data, narrow), dst_type.scalar)
         return type(interpreter_builder).create_fp_trunc(interpreter_builder, src, dst_type)
 
     def load(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile):

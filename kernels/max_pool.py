@@ -556,6 +556,7 @@ def _max_pool_backward_scatter_kernel(
     C_INNER: tl.constexpr,  # tile columns walk C (else OW)
     C_FASTEST: tl.constexpr,  # (not C_INNER) rows walk (n, d, h, c), channels fastest, else (n, c, d, h)
     INT64: tl.constexpr,  # offsets may exceed int32
+    ACC: tl.constexpr,  # add in float32 (float64 for float64 gradients)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
 ):
     # The backward for windows that do not overlap, used by the interpreter: each input element
@@ -636,8 +637,10 @@ def _max_pool_backward_scatter_kernel(
         i_tap = i_tap + jh * (DIL_H * sih)
     i_tap = i_tap + jw * (DIL_W * siw)
     g = tl.load(grad_out_ptr + o_off, mask=won, other=0.0)
-    # + 0.0 turns -0.0 into 0.0, as PyTorch's "zeros, then add" does.
-    tl.store((grad_in_ptr + i_cols) + (i_rows + i_tap), g + 0.0, mask=won)
+    # + 0.0 turns -0.0 into 0.0, as PyTorch's "zeros, then add" does; in ACC, exactly, because
+    # the interpreter's numpy adds float16 in a software loop.
+    g = g.to(ACC) + 0.0
+    tl.store((grad_in_ptr + i_cols) + (i_rows + i_tap), g.to(grad_in_ptr.dtype.element_ty), mask=won)
 
 
 _KERNELS = {
@@ -907,11 +910,11 @@ def _backward_plan(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
         C_INNER=c_inner, INT64=int64, BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
+    constexprs["ACC"] = _acc_dtype(dtype)
     if scatter:
         constexprs["C_FASTEST"] = _rows_channels_fastest(c_inner, strides5, device_type)
-    if not scatter:
+    else:
         constexprs["FLAT_HW"] = flat_hw
-        constexprs["ACC"] = _acc_dtype(dtype)
     kernel = "backward_scatter" if scatter else "backward"
     return kernel, rows, cols, _grid(rows, cols, block_m, block_n), MappingProxyType(constexprs), warps
 

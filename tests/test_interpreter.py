@@ -429,3 +429,14 @@ def test_float16_conversions_match_numpy_but_quiet_signalling_nans():
     nan = np.isnan(values)
     assert np.array_equal(narrow.data.view(np.uint16)[~nan], numpy_narrow.view(np.uint16)[~nan])
     assert np.isnan(narrow.data[nan]).all() and np.array_equal(np.signbit(narrow.data[nan]), np.signbit(values[nan]))
+
+
+@pytest.mark.parametrize("narrow", [tl.float16, tl.bfloat16], ids=str)
+def test_conversions_of_a_broadcast_scalar_stay_broadcast(narrow):
+    """A splatted scalar (a load's ``other``) is converted once, not as a whole tile."""
+    splat = triton_interpreter.TensorHandle(np.broadcast_to(np.float32(-np.inf), (64, 32)), tl.float32)
+    narrowed = interpreter._FastMemory.fp_trunc(splat, narrow)
+    assert narrowed.data.shape == (64, 32) and 0 in narrowed.data.strides
+    widened = interpreter._FastMemory.fp_ext(narrowed, tl.float32)
+    assert widened.data.shape == (64, 32) and 0 in widened.data.strides
+    assert np.isneginf(widened.data).all()
