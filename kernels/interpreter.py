@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 import threading
 from typing import NamedTuple
 
@@ -437,7 +438,7 @@ def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs, replay
         builder.create_fp_ext = memory.fp_ext
         builder.create_fp_trunc = memory.fp_trunc
         try:
-            if replay:  # InterpretedFunction.run, with the kernel wrapped
+            if replay and grid[0] * math.prod(grid[1:]) > 2:  # InterpretedFunction.run, with the kernel wrapped
                 GridExecutor(_Replay(fn.rewrite(), builder), fn.arg_names, grid, fn.pre_run_hooks)(*args, **constexprs)
             else:
                 fn[grid](*args, **constexprs)
