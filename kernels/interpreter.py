@@ -128,7 +128,7 @@ def _convert_compact(data: np.ndarray, convert) -> np.ndarray:
     """``convert`` applied once per distinct element of a broadcast view (a splatted ``other``
     is one scalar, not a tile), broadcast back."""
     compact = _compact(data)
-    if not compact.flags.writeable:  # PyTorch wraps only writeable arrays
+    if not compact.flags.writeable or min(compact.strides, default=0) < 0:  # what PyTorch wraps
         compact = compact.copy()
     out = convert(compact)
     return out if out.shape == data.shape else np.broadcast_to(out, data.shape)

@@ -280,7 +280,7 @@ def _max_pool_forward_kernel(
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,  # dilation
     C_INNER: tl.constexpr,  # tile columns walk C (else OW)
     FLAT_HW: tl.constexpr,  # (not C_INNER) columns walk the whole (OH, OW) plane, contiguous in out
-    C_FASTEST: tl.constexpr,  # (neither of these) rows walk (n, d, h, c), channels fastest, else (n, c, d, h)
+    C_FASTEST: tl.constexpr,  # (neither C_INNER nor FLAT_HW) rows walk (n, d, h, c), else (n, c, d, h)
     TRACK_ARGMAX: tl.constexpr,  # follow the winning tap (needed for code or indices)
     ARG: tl.constexpr,  # integer type that follows it (see _forward_plan)
     WRITE_CODE: tl.constexpr,  # store the winning tap for the backward

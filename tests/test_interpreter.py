@@ -440,3 +440,9 @@ def test_conversions_of_a_broadcast_scalar_stay_broadcast(narrow):
     widened = interpreter._FastMemory.fp_ext(narrowed, tl.float32)
     assert widened.data.shape == (64, 32) and 0 in widened.data.strides
     assert np.isneginf(widened.data).all()
+
+
+def test_conversions_of_a_reversed_view():
+    values = np.arange(12, dtype=np.float32).reshape(3, 4)[::-1]  # negative strides
+    narrowed = interpreter._FastMemory.fp_trunc(triton_interpreter.TensorHandle(values, tl.float32), tl.float16)
+    assert np.array_equal(narrowed.data, values.astype(np.float16))
