@@ -1,4 +1,5 @@
-"""Run a Triton kernel on CPU tensors through Triton's interpreter, with vectorized memory access.
+"""Run a Triton kernel on CPU tensors through Triton's interpreter, made practical: vectorized
+memory access, cheaper whole-tile operations, and programs replayed without the frontend.
 
 Triton's interpreter executes a kernel body with numpy, one operation over a whole tile at a time,
 which costs about a nanosecond an element. Its loads and stores do not: they walk the tile one
@@ -37,7 +38,8 @@ memory-bound kernel such as pooling they dominate.
   outside the builder (the interpreter's own reductions and ``.T``): a program could then differ
   from the first two in ways their records cannot show.
 
-The kernel source, its semantics and the interpreter's execution of everything else are untouched.
+The kernel source and its semantics (as a GPU runs it) are untouched, and so is the interpreter's
+execution of every other operation.
 The interpreter's builder is one per process and holds the current program id, so launches from
 several threads take turns (a lock), which also keeps one launch's memory views from another's.
 """
