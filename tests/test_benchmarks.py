@@ -173,6 +173,8 @@ def test_quick_training_benchmark_measures_every_section(tmp_path):
         assert float(row["contiguous_s_per_step"]) > 0 and float(row["channels_last_s_per_step"]) > 0
     (overhead,) = by_section["overhead"]
     assert float(overhead["bare_images_per_sec"]) > 0 and math.isfinite(float(overhead["overhead_pct"]))
+    # The median of the pairs' overheads lies within their range.
+    assert float(overhead["overhead_pct_min"]) <= float(overhead["overhead_pct"]) <= float(overhead["overhead_pct_max"])
     imports = [r for r in by_section["startup"] if r["what"].startswith("import ")]
     assert [r["what"].split()[1] for r in imports] == ["torch", "triton", "hydra", "mlflow", "train"]
     (run,) = [r for r in by_section["startup"] if r["what"].startswith("python train.py")]
