@@ -259,6 +259,22 @@ def _strides_like_channels_last(shape: Sequence[int], strides: Sequence[int]) ->
 # or (n, d, h, c) with C_FASTEST.
 # Coordinates along the rows are [BLOCK_M, 1] tensors and along the columns [1, BLOCK_N], so the
 # per-tap index arithmetic runs on vectors; only loads, compares and selects touch the whole tile.
+# On CUDA, Triton derives which thread holds which tile elements from the accesses: each thread
+# takes as many neighbouring columns as the widest contiguous access allows (8 float16 for a
+# 128-bit store), and one layout serves all of a kernel's loads and stores. Two hints (true
+# statements, no-ops in the interpreter) steer it:
+# * Tiles along W declare their output offsets contiguous in runs of 1 (tl.max_contiguous), so
+#   each thread takes one column. Their loads are gathers (the stride, a shift per tap): with 8
+#   neighbouring columns a thread, the 32 lanes of one warp-wide load sit 8 windows apart and
+#   touch 8x the 32-byte sectors that one column a thread touches, where neighbouring lanes read
+#   neighbouring windows (a float16 gather at stride 2: 32 sectors a request against 4; the
+#   contiguous large_batch layer ran at 20% of copy bandwidth on an H200, channels_last at 57%).
+#   A thread's rows then also share its column's index math. Stores stay coalesced: a warp writes
+#   32 neighbouring outputs.
+# * Tiles along C declare their columns contiguous in runs of VEC, one 128-bit access of values:
+#   otherwise the int8 code (16 to a 128-bit access) doubles every thread's run and each warp-wide
+#   load of values covers every other 16 bytes.
+# benchmarks/inspect_kernels.py reports the sectors each access's warps touch.
 # These are plain functions: triton.jit compiles them for CUDA and InterpretedFunction runs the
 # same source on CPU tensors (a jit function cannot call helpers in the interpreter, hence no
 # helpers, nor the jit-defined parts of triton.language such as tl.zeros).
@@ -289,6 +305,7 @@ def _max_pool_forward_kernel(
     WRITE_INDICES: tl.constexpr,  # store PyTorch's int64 indices
     INT64: tl.constexpr,  # offsets may exceed int32
     ACC: tl.constexpr,  # compare in float32 (float64 for float64 inputs)
+    VEC: tl.constexpr,  # (C_INNER) columns a thread takes: one 128-bit access of values
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
 ):
     pid = tl.program_id(0)
@@ -303,6 +320,8 @@ def _max_pool_forward_kernel(
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = rows[:, None]
     cols = cols[None, :]
+    if C_INNER:
+        cols = tl.max_contiguous(cols, [1, VEC])  # one layout for values and code (see above)
     in_rows = rows < ROWS
     in_cols = cols < COLS
     # Tap pointers are (x_ptr + what varies along the columns) + what varies along the rows: in
@@ -349,6 +368,8 @@ def _max_pool_forward_kernel(
         x_outer = n * sxn + c * sxc
         x_cols = x_ptr
         o_off = (n * son + c * soc + od * sod + oh * soh) + ow * sow
+    if not C_INNER:
+        o_off = tl.max_contiguous(o_off, [1, 1])  # one column a thread (see above)
     # Window starts; negative where the window begins in the padding.
     d0 = od * STR_D - PAD_D
     h0 = oh * STR_H - PAD_H
@@ -442,6 +463,7 @@ def _max_pool_backward_kernel(
     FLAT_HW: tl.constexpr,  # (not C_INNER) columns walk the whole (H, W) plane, contiguous in grad_in
     INT64: tl.constexpr,  # offsets may exceed int32
     ACC: tl.constexpr,  # accumulate in float32 (float64 for float64 gradients)
+    VEC: tl.constexpr,  # (C_INNER) columns a thread takes: one 128-bit access of values
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
 ):
     # Along one dimension, input position i lies in the window of output o at tap j when
@@ -463,6 +485,8 @@ def _max_pool_backward_kernel(
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = rows[:, None]
     cols = cols[None, :]
+    if C_INNER:
+        cols = tl.max_contiguous(cols, [1, VEC])  # one layout for values and code (see above)
     in_rows = rows < ROWS
     in_cols = cols < COLS
     if C_INNER:
@@ -495,6 +519,8 @@ def _max_pool_backward_kernel(
         n = t // C
         o_outer = n * son + c * soc
         i_off = (n * sin + c * sic + id_ * sid + ih * sih) + iw * siw
+    if not C_INNER:
+        i_off = tl.max_contiguous(i_off, [1, 1])  # one column a thread (see above)
     qd = id_ + PAD_D
     qh = ih + PAD_H
     qw = iw + PAD_W
@@ -860,7 +886,7 @@ def _forward_plan(
         ARG=tl.int32 if device_type == "cuda" else _TL_INTEGERS[_code_dtype(kernel_size)],
         EMPTY_WINDOWS=write_code and (device_type == "cuda" or any(map(_empty_windows, *dims))),
         EDGE_D=edges[0], EDGE_H=edges[1], EDGE_W=edges[2],
-        WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(dtype),
+        WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(dtype), VEC=min(16 // dtype.itemsize, block_n),
         BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     return rows, cols, _grid(rows, cols, block_m, block_n), MappingProxyType(constexprs), warps
@@ -911,6 +937,8 @@ def _backward_plan(
         C_INNER=c_inner, INT64=int64, BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     constexprs["ACC"] = _acc_dtype(dtype)
+    if not scatter:
+        constexprs["VEC"] = min(16 // dtype.itemsize, block_n)
     if scatter:
         constexprs["C_FASTEST"] = _rows_channels_fastest(c_inner, strides5, device_type)
     else:
