@@ -14,7 +14,9 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import torch
 import triton
 
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import kernels  # noqa: E402
 from cases import CASES, DTYPES, LAYOUTS, PoolCase, new_input, parse_list  # noqa: E402
+from kernels import interpreter  # noqa: E402
 from kernels import max_pool as mp  # noqa: E402
 from kernels.compile import compile_launch  # noqa: E402
 
@@ -183,6 +186,176 @@ def attribute(kind: str, where: tuple[str, int, int] | None, sites, kernel_file:
 
 
 # --------------------------------------------------------------------------------------------
+# Coalescing: the 32-byte sectors each warp-wide access touches, from the kernel's own addresses
+# --------------------------------------------------------------------------------------------
+# An access width says what one thread moves; the memory system sees the warp. A warp's load or
+# store costs the L1 a pass per 128-byte line it touches and the L2/DRAM a transfer per 32-byte
+# sector, whatever share of those bytes the warp uses. So the same 16-bit gather costs 8x more
+# when the layout gives each thread 8 neighbouring columns (the 32 lanes of one access then sit 8
+# windows apart) than when it gives each thread one column (the lanes read neighbouring windows).
+# Emulated here without a GPU: Triton's interpreter runs one program of the launch on CPU tensors
+# of the real shapes and strides, recording every tl.load/tl.store's byte offsets and mask; the
+# compiled kernel's TTGIR gives each access's blocked layout (which warp, lane and register holds
+# each tile element) and its PTX the vector width; a request is one warp, one vector of registers.
+
+SECTOR_BYTES = 32
+TTGIR_BLOCKED = re.compile(
+    r"^#(blocked\d*) = #ttg\.blocked<\{sizePerThread = \[([\d, ]+)\], threadsPerWarp = \[([\d, ]+)\], "
+    r"warpsPerCTA = \[([\d, ]+)\], order = \[([\d, ]+)\]"
+)
+TTGIR_LOC = re.compile(r'^#(loc\d*) = loc\((?:"([^"]+)":(\d+):\d+|"[^"]*"\(#(loc\d*)\))\)')
+TTGIR_ACCESS = re.compile(r"\btt\.(load|store) .*, #(blocked\d*)> loc\(#(loc\d*)\)")
+
+
+class Blocked(NamedTuple):
+    """A TTGIR blocked layout: per dimension, elements per thread, threads per warp, warps."""
+
+    size_per_thread: tuple[int, ...]
+    threads_per_warp: tuple[int, ...]
+    warps_per_cta: tuple[int, ...]
+    order: tuple[int, ...]  # dimensions, fastest first
+
+    def place(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(warp, lane, register) arrays of ``shape`` for the element at each index of a tile.
+
+        Along each dimension, a coordinate splits into its register within a thread's run of
+        ``size_per_thread`` elements, its lane and its warp, and repeats past the warps' extent
+        (more registers). Lanes and warps are numbered fastest dimension first.
+        """
+        warp = lane = register = 0
+        for d in reversed(self.order):  # slowest first, so that the fastest ends up least significant
+            s, t, w = self.size_per_thread[d], self.threads_per_warp[d], self.warps_per_cta[d]
+            x = np.arange(shape[d]).reshape([-1 if i == d else 1 for i in range(len(shape))])
+            lane = lane * t + (x // s) % t
+            warp = warp * w + (x // (s * t)) % w
+            repeats = -(-shape[d] // (s * t * w))
+            register = register * (s * repeats) + x % s + s * (x // (s * t * w))
+        return tuple(np.broadcast_to(a, shape) for a in (warp, lane, register))
+
+
+def memory_layouts(ttgir: str) -> dict[tuple[str, int], set[Blocked]]:
+    """(ld/st, source line) -> the layouts of the tt.load/tt.store ops from that line."""
+    blocked, locs = {}, {}
+    for line in ttgir.splitlines():
+        if match := TTGIR_BLOCKED.match(line):
+            name, *fields = match.groups()
+            blocked[name] = Blocked(*(tuple(int(v) for v in f.split(",")) for f in fields))
+        elif match := TTGIR_LOC.match(line):
+            name, _, source_line, inner = match.groups()
+            locs[name] = int(source_line) if source_line else inner
+    def source_line(loc):
+        while isinstance(loc, str):
+            loc = locs.get(loc)
+        return loc
+    layouts: dict[tuple[str, int], set[Blocked]] = {}
+    for match in TTGIR_ACCESS.finditer(ttgir):
+        kind, layout, loc = match.groups()
+        key = ("ld" if kind == "load" else "st", source_line(loc))
+        layouts.setdefault(key, set()).add(blocked[layout])
+    return layouts
+
+
+class TracedAccess(NamedTuple):
+    kind: str  # ld/st
+    line: int  # of the tl.load/tl.store call in the kernel source
+    itemsize: int
+    offsets: np.ndarray  # bytes from the start of the tensor's storage, one per tile element
+    mask: np.ndarray  # which lanes access memory
+
+
+def middle_program(spec: mp.LaunchSpec) -> int:
+    """A program in the middle of the tile space (rows and columns), away from its edges: every
+    kernel splits its program id into a row and a column tile, columns fastest."""
+    c = spec.constexprs
+    rows, cols = spec.args[-2:]
+    tiles_m, tiles_n = -(-rows // c["BLOCK_M"]), -(-cols // c["BLOCK_N"])
+    return (tiles_m // 2) * tiles_n + tiles_n // 2
+
+
+def traced_accesses(spec: mp.LaunchSpec, program: int) -> list[TracedAccess]:
+    """Every global access of program ``program`` of ``spec`` (a CUDA launch, run here by Triton's
+    interpreter on the spec's CPU tensors), in program order."""
+    fn = mp._KERNELS[spec.kernel][1]
+    name = fn.fn.__name__
+    storages = sorted(
+        (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        for t in spec.args if isinstance(t, torch.Tensor)
+    )  # fmt: skip
+    accesses = []
+
+    def record(kind: str, ptrs, mask) -> None:
+        frame = sys._getframe(2)
+        while frame is not None and frame.f_code.co_name != name:
+            frame = frame.f_back
+        addresses = ptrs.data.astype(np.int64)
+        live = np.broadcast_to(mask.data, addresses.shape)
+        first = int(addresses[live].min()) if live.any() else 0
+        base = max((b for b, _ in storages if b <= first), default=0)
+        itemsize = ptrs.get_element_ty().primitive_bitwidth // 8
+        accesses.append(TracedAccess(kind, frame.f_lineno if frame else -1, itemsize, addresses - base, live.copy()))
+
+    builder = interpreter.interpreter_builder
+    load, store = interpreter._FastMemory.load, interpreter._FastMemory.store
+
+    def traced_load(self, ptrs, mask, *rest):
+        record("ld", ptrs, mask)
+        return load(self, ptrs, mask, *rest)
+
+    def traced_store(self, ptrs, value, mask, *rest):
+        record("st", ptrs, mask)
+        return store(self, ptrs, value, mask, *rest)
+
+    def program_id(axis):
+        return interpreter.TensorHandle(np.array([program if axis == 0 else 0], dtype=np.int32), triton.language.int32)
+
+    interpreter._FastMemory.load, interpreter._FastMemory.store = traced_load, traced_store
+    builder.create_get_program_id = program_id
+    try:
+        interpreter.launch(fn, (1,), spec.args, spec.constexprs, replay=False)
+    finally:
+        interpreter._FastMemory.load, interpreter._FastMemory.store = load, store
+        del builder.create_get_program_id
+    return accesses
+
+
+def sector_counts(access: TracedAccess, layout: Blocked, vector: int) -> tuple[int, int, int]:
+    """(requests, sectors, bytes) of one access: a request is one warp's vector of ``vector``
+    registers along the layout's fastest dimension; sectors are counted per request."""
+    shape = access.offsets.shape
+    if len(shape) != len(layout.order):
+        raise ValueError(f"a {len(shape)}D access with a {len(layout.order)}D layout")
+    warp, lane, register = layout.place(shape)
+    live = access.mask
+    if not live.any():
+        return 0, 0, 0
+    request = (warp[live].astype(np.int64) << 32) | (register[live] // vector)
+    offsets = access.offsets[live]
+    # Lanes reading the same bytes (neighbouring inputs of one window, in a backward) share them.
+    used = np.unique(np.stack([request, offsets]), axis=1)
+    touched = np.unique(np.stack([used[0], used[1] // SECTOR_BYTES]), axis=1)
+    return np.unique(request).size, touched.shape[1], used.shape[1] * access.itemsize
+
+
+def coalescing(spec: mp.LaunchSpec, ttgir: str, widths, sites) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(ld/st, tensor) -> (requests, sectors, bytes) summed over the accesses of one program in
+    the middle of ``spec``'s tile space. ``widths``: (ld/st, tensor) -> access widths in bits
+    from the PTX (a tensor accessed at several widths counts at the narrowest)."""
+    layouts = memory_layouts(ttgir)
+    tensors = {(kind, line): tensor for kind, line, _, tensor in sites}
+    totals: dict[tuple[str, str], tuple[int, int, int]] = {}
+    for access in traced_accesses(spec, middle_program(spec)):
+        key = (access.kind, access.line)
+        found = layouts.get(key, set())
+        if len(found) != 1:
+            raise RuntimeError(f"{len(found)} layouts in the TTGIR for the {access.kind} at line {access.line}")
+        tensor = tensors.get(key, "?")
+        bits = min(widths.get((access.kind, tensor), {access.itemsize * 8}))
+        counts = sector_counts(access, next(iter(found)), max(1, bits // 8 // access.itemsize))
+        totals[access.kind, tensor] = tuple(a + b for a, b in zip(totals.get((access.kind, tensor), (0, 0, 0)), counts))
+    return totals
+
+
+# --------------------------------------------------------------------------------------------
 # CUDA binary tools: resources and SASS
 # --------------------------------------------------------------------------------------------
 
@@ -241,19 +414,20 @@ def _run(command: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Targets: no spills; 128-bit accesses along the contiguous dimension where alignment allows
+# Targets: no spills; 128-bit accesses along C where alignment allows; stores coalesced
 # --------------------------------------------------------------------------------------------
 
 
 def vector_expectations(spec: mp.LaunchSpec, names: list[str]) -> dict[str, str]:
     """Tensor -> why a 128-bit access is expected, or why not ("-" prefix), for the value tensors.
 
-    Expected where the tile columns walk the tensor's unit-stride dimension one element per
-    column (channels_last: C for every tensor; otherwise the innermost axis of the tensor the
-    columns index: the forward's output, the backward's input gradient) and where every other
-    stride, in bytes, is a multiple of 16, so that groups of 16 bytes start aligned. Reads of the
-    input along W in the forward (and of the output gradient in the backward) step by the stride
-    and shift by each tap, so they are gathers, not contiguous paths. The index and code tensors
+    Expected where the tile columns walk C, the unit-stride dimension of channels_last tensors,
+    and where every other stride, in bytes, is a multiple of 16, so that groups of 16 bytes start
+    aligned. Tiles along W give each thread one column instead (see the kernels): their reads of
+    the input (the output gradient, in the backward) step by the stride and shift by each tap, so
+    they are gathers, and 8 neighbouring columns a thread, what a 128-bit store of the output
+    needs, would spread each warp's gather over 8x the cache sectors; their stores are held to
+    full use of the sectors they touch instead (see ``coalescing``). The index and code tensors
     are reported but not held to the target: they are not the values.
     """
     constexprs = spec.constexprs
@@ -267,8 +441,8 @@ def vector_expectations(spec: mp.LaunchSpec, names: list[str]) -> dict[str, str]
         while t.dim() < 5:
             t = t.unsqueeze(2)
         unit_dim = 1 if constexprs["C_INNER"] else 4
-        if not constexprs["C_INNER"] and tensor != direct:
-            expectations[tensor] = "-gather along W"
+        if not constexprs["C_INNER"]:
+            expectations[tensor] = "-gather along W" if tensor != direct else "-one column a thread along W"
             continue
         if t.stride(unit_dim) != 1:
             expectations[tensor] = "-not unit stride"
@@ -326,6 +500,7 @@ def inspect_variant(
     ptx = ptx_global_accesses(compiled.asm["ptx"])
     for kind, bits, where in ptx:
         widths.setdefault((kind, attribute(kind, where, sites, kernel_file)), set()).add(bits)
+    sectors = coalescing(spec, compiled.asm["ttgir"], widths, sites)
     spill_instructions = sum(opcode in ("LDL", "STL") for opcode, _ in sass)
     shared = max(resources["static_shared"], compiled.metadata.shared)
     c = spec.constexprs
@@ -339,6 +514,7 @@ def inspect_variant(
         loads=_widths_text(widths, "ld"), stores=_widths_text(widths, "st"),
         sass_loads=_histogram(w for opcode, w in sass if opcode == "LDG"),
         sass_stores=_histogram(w for opcode, w in sass if opcode == "STG"),
+        load_sectors=_sectors_text(sectors, "ld"), store_sectors=_sectors_text(sectors, "st"),
     )  # fmt: skip
     misses = []
     if row["spill_bytes"] or spill_instructions:
@@ -355,6 +531,9 @@ def inspect_variant(
         got = set().union(*(ws for (_, t), ws in widths.items() if t == tensor))
         if got != {VECTOR_BITS}:
             misses.append(f"{tensor} {'/'.join(map(str, sorted(got)))}-bit ({why})")
+    for (kind, tensor), (requests, touched, used) in sectors.items():
+        if kind == "st" and tensor in ("out", "grad_in") and used < touched * SECTOR_BYTES:
+            misses.append(f"{tensor} stores use {_use(used, touched):.0f}% of the sectors they touch")
     if "?" in accessed:
         misses.append("accesses not traced to a tl.load/tl.store")
     row["meets_targets"] = not misses
@@ -365,6 +544,19 @@ def inspect_variant(
 def _widths_text(widths: dict[tuple[str, str], set[int]], kind: str) -> str:
     """'x:128 code:32' style: every tensor's access widths in bits for loads or stores."""
     parts = [f"{tensor}:{'/'.join(map(str, sorted(ws)))}" for (k, tensor), ws in sorted(widths.items()) if k == kind]
+    return " ".join(parts) or "-"
+
+
+def _use(used: int, touched: int) -> float:
+    return 100 * used / (touched * SECTOR_BYTES)
+
+
+def _sectors_text(sectors, kind: str) -> str:
+    """'x:4.0/50%': per tensor, sectors per warp request and the share of their bytes used."""
+    parts = [
+        f"{tensor}:{touched / requests:.1f}/{_use(used, touched):.0f}%"
+        for (k, tensor), (requests, touched, used) in sorted(sectors.items()) if k == kind and requests
+    ]  # fmt: skip
     return " ".join(parts) or "-"
 
 
@@ -384,12 +576,14 @@ TABLE = [  # (header, width, key)
     ("sm", 3, "sm"), ("case", 12, "case"), ("dtype", 8, "dtype"), ("layout", 13, "layout"),
     ("variant", 12, "variant"), ("along", 5, "along"), ("tile", 8, "tile"), ("regs", 4, "regs"),
     ("warps/SM", 8, "warps_per_sm"), ("spill B", 7, "spill_bytes"), ("smem B", 6, "shared_bytes"),
-    ("global loads", 22, "loads"), ("global stores", 26, "stores"), ("target", 6, "meets_targets"),
+    ("global loads", 22, "loads"), ("global stores", 26, "stores"),
+    ("load sectors/request, use", 26, "load_sectors"), ("store sectors/request, use", 26, "store_sectors"),
+    ("target", 6, "meets_targets"),
 ]  # fmt: skip
 CSV_COLUMNS = [
     "sm", "case", "dims", "dtype", "layout", "variant", "kernel", "along", "tile", "warps", "int64",
     "regs", "warps_per_sm", "spill_bytes", "spill_instructions", "shared_bytes", "loads", "stores",
-    "sass_loads", "sass_stores", "meets_targets", "misses",
+    "sass_loads", "sass_stores", "load_sectors", "store_sectors", "meets_targets", "misses",
 ]  # fmt: skip
 
 
@@ -441,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     missed = [row for row in rows if not row["meets_targets"]]
     print(
         f"{len(rows) - len(missed)} of {len(rows)} variants meet the targets (no spills; 128-bit value "
-        "accesses along the contiguous dimension where alignment allows)"
+        "accesses along C where alignment allows; value stores use every sector they touch)"
     )
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)

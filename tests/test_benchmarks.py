@@ -102,6 +102,16 @@ def test_inspector_reports_registers_spills_and_access_widths(inspect_kernels):
     assert "x:128" in forward["channels_last"]["loads"].split()
     assert "out:128" in forward["channels_last"]["stores"].split()
     assert {"code", "out"} <= {item.split(":")[0] for item in forward["contiguous"]["stores"].split()}
+    # Sectors per warp request and the share used: channels_last loads 128-bit runs in full; along
+    # W, one column a thread keeps the stride-2 gathers of x near half (8 columns a thread: 6%).
+    def use(text: str, tensor: str) -> float:
+        return float(dict(item.split(":") for item in text.split())[tensor].split("/")[1].rstrip("%"))
+
+    assert use(forward["channels_last"]["load_sectors"], "x") == 100
+    assert use(forward["contiguous"]["load_sectors"], "x") >= 40
+    for row in rows:
+        stored = "out" if row["variant"] != "bwd" else "grad_in"
+        assert use(row["store_sectors"], stored) == 100, row
     backward = [row for row in rows if row["variant"] == "bwd"]
     assert all(row["kernel"] == "backward" and "grad_in:" in row["stores"] for row in backward)
 
@@ -148,6 +158,86 @@ def test_inspector_parses_sass_and_ptx_widths(inspect_kernels):
     assert inspect_kernels.attribute("ld", where, sites, "max_pool.py") == "x"
     assert inspect_kernels.attribute("st", (where[0], 306, 5), sites, "max_pool.py") == "out"
     assert inspect_kernels.attribute("ld", (where[0], 300, 21), sites, "max_pool.py") == "?"
+
+
+@pytest.mark.parametrize(
+    "shape, size, threads, warps, order",
+    [  # layouts Triton chose for these kernels' tiles (some repeat in registers along a dimension)
+        ((8, 128), (1, 8), (2, 16), (4, 1), (1, 0)),
+        ((8, 128), (1, 1), (1, 32), (1, 4), (1, 0)),
+        ((32, 64), (1, 8), (4, 8), (4, 1), (1, 0)),
+        ((16, 128), (8, 1), (2, 16), (1, 4), (0, 1)),
+        ((16, 64), (2, 4), (8, 4), (1, 4), (0, 1)),
+    ],
+)
+def test_blocked_layout_places_each_element_once_and_as_triton_numbers_them(inspect_kernels, shape, size, threads, warps, order):
+    layout = inspect_kernels.Blocked(size, threads, warps, order)
+    warp, lane, register = layout.place(shape)
+    assert warp.shape == lane.shape == register.shape == shape
+    per_thread = math.prod(shape) // (math.prod(threads) * math.prod(warps))
+    slots = set(zip(warp.ravel().tolist(), lane.ravel().tolist(), register.ravel().tolist()))
+    assert len(slots) == math.prod(shape)  # no two elements in one register
+    assert warp.max() + 1 == math.prod(warps) and lane.max() + 1 == 32 and register.max() + 1 == per_thread
+    # By hand, for the element at (m, n): each thread owns runs of size[d] neighbours, lanes then
+    # warps step along the fastest dimension first, and whatever is left repeats in registers.
+    fast, slow = order
+    for m, n in [(0, 0), (1, 3), (5, 17), (7, 63)]:
+        at = {0: m, 1: n}
+        coords = {d: (at[d] % size[d], (at[d] // size[d]) % threads[d], (at[d] // (size[d] * threads[d])) % warps[d]) for d in (0, 1)}
+        expected_lane = coords[slow][1] * threads[fast] + coords[fast][1]
+        expected_warp = coords[slow][2] * warps[fast] + coords[fast][2]
+        assert (int(warp[m, n]), int(lane[m, n])) == (expected_warp, expected_lane)
+    # Neighbours along the fastest dimension inside one thread's run sit in consecutive registers.
+    index = [0, 0]
+    index[fast] = 1
+    if size[fast] > 1:
+        assert int(register[tuple(index)]) == int(register[0, 0]) + 1 and int(lane[tuple(index)]) == int(lane[0, 0])
+
+
+def test_sector_counts_show_what_a_layout_costs_a_strided_gather(inspect_kernels):
+    """A float16 gather at stride 2 (one tap of a 2-strided window) over 256 columns, one warp."""
+    import numpy as np
+
+    offsets = (4 * np.arange(256)).reshape(1, 256)  # bytes: every other float16
+    access = inspect_kernels.TracedAccess("ld", 1, 2, offsets, np.ones((1, 256), dtype=bool))
+    eight_a_thread = inspect_kernels.Blocked((1, 8), (1, 32), (1, 1), (1, 0))
+    one_a_thread = inspect_kernels.Blocked((1, 1), (1, 32), (1, 1), (1, 0))
+    # 8 neighbouring columns a thread: each of its 8 loads spreads the warp's 32 lanes 64 B apart.
+    assert inspect_kernels.sector_counts(access, eight_a_thread, 1) == (8, 8 * 32, 512)
+    # One column a thread: the 32 lanes of each load read 128 neighbouring bytes, 4 sectors.
+    assert inspect_kernels.sector_counts(access, one_a_thread, 1) == (8, 8 * 4, 512)
+    # Contiguous and vectorized (128-bit: 8 float16 a lane): 2 requests of 512 B, 16 sectors each.
+    contiguous = access._replace(offsets=2 * np.arange(256).reshape(1, 256))
+    assert inspect_kernels.sector_counts(contiguous, eight_a_thread, 8) == (1, 16, 512)
+    # Masked lanes move nothing; lanes reading the same bytes share them.
+    half = access._replace(mask=np.arange(256).reshape(1, 256) % 64 < 32)
+    assert inspect_kernels.sector_counts(half, one_a_thread, 1) == (4, 16, 256)
+    same = access._replace(offsets=2 * (np.arange(256) // 2).reshape(1, 256))
+    assert inspect_kernels.sector_counts(same, one_a_thread, 1) == (8, 8 * 1, 256)
+
+
+def test_traced_accesses_are_the_kernels_own(inspect_kernels):
+    """One program of a CUDA forward, run by the interpreter: 9 taps of x, then out, as laid out."""
+    import numpy as np
+    import torch
+    from cases import CASES
+
+    spec = inspect_kernels.cuda_launch_spec(CASES["resnet_stem"], torch.float16, "contiguous", "fwd")
+    program = inspect_kernels.middle_program(spec)
+    accesses = inspect_kernels.traced_accesses(spec, program)
+    assert [a.kind for a in accesses] == ["ld"] * 9 + ["st"]
+    sites = {(kind, line): tensor for kind, line, _, tensor in inspect_kernels.access_sites(inspect_kernels.mp._KERNELS["forward"][0])}
+    assert {sites[a.kind, a.line] for a in accesses} == {"x", "out"}
+    store = accesses[-1]
+    out = spec.args[1]
+    c = spec.constexprs
+    assert store.offsets.shape == (c["BLOCK_M"], c["BLOCK_N"]) and store.mask.all()  # a tile inside
+    elements = store.offsets[store.mask] // 2
+    assert len(np.unique(elements)) == store.mask.sum() and elements.max() < out.numel()
+    # The middle program's tile: its first row's outputs are those of plane (tile row) x (columns).
+    tiles_n = -(-spec.args[-1] // c["BLOCK_N"])
+    first = (program // tiles_n) * c["BLOCK_M"] * out.shape[2] * out.shape[3] + (program % tiles_n) * c["BLOCK_N"]
+    assert int(elements.min()) == first
 
 
 def _rows(output: str) -> list[dict[str, str]]:
