@@ -3,7 +3,7 @@
 # then a wider table. Each step is time-boxed so that a slow one cannot eat the others, and every
 # log goes to $OUT (or ./gpu-session/ when run by hand).
 #
-#   bash benchmarks/gpu_session.sh            # ~8 minutes on an H100/H200, Triton's cache cold
+#   bash benchmarks/gpu_session.sh            # ~9 minutes on an H100/H200, Triton's cache cold
 #
 # It uses the machine's own torch and triton (the project's MLflow/Hydra are not needed here);
 # tests/test_models.py also needs torchinfo: where the image lacks it, install its wheel first
@@ -32,3 +32,25 @@ timeout 180 "$PY" benchmarks/bench_pool.py --cases resnet_stem,large_batch --dty
 step "every layer, float32 and bfloat16, ours vs torch eager"
 timeout 110 "$PY" benchmarks/bench_pool.py --providers ours,torch --dtypes float32,bfloat16 \
   --modes forward,forward_backward --csv "$OUT/wide.csv" 2>&1 | tee "$OUT/wide.log" | tail -60
+
+step "sectors per request, measured (Nsight Compute, where the image has it) and emulated"
+# inspect_kernels.py emulates the 32-byte sectors each warp-wide access touches; ncu's L1 counters
+# measure them. Large batch, float16, forward with the code saved and backward, both layouts.
+timeout 60 "$PY" benchmarks/inspect_kernels.py --cases large_batch --dtypes float16 --variants fwd+code,bwd \
+  --capabilities 90 2>&1 | tee "$OUT/sectors_emulated.log" | tail -8
+if command -v ncu >/dev/null; then
+  timeout 150 ncu --kernel-name regex:_max_pool --metrics \
+l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum,\
+l1tex__t_requests_pipe_lsu_mem_global_op_st.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_st.sum,\
+dram__bytes.sum,gpu__time_duration.sum \
+    "$PY" -c "
+import torch, kernels
+for layout in (torch.contiguous_format, torch.channels_last):
+    x = torch.randn(256, 64, 112, 112, device='cuda', dtype=torch.float16).to(memory_format=layout)
+    y = kernels.max_pool2d(x.requires_grad_(), 3, 2, 1)
+    y.backward(torch.ones_like(y))
+torch.cuda.synchronize()
+" 2>&1 | tee "$OUT/sectors_ncu.log" | tail -60
+else
+  echo "no ncu on this machine: emulated figures only"
+fi
