@@ -306,6 +306,7 @@ def _max_pool_forward_kernel(
     INT64: tl.constexpr,  # offsets may exceed int32
     ACC: tl.constexpr,  # compare in float32 (float64 for float64 inputs)
     VEC: tl.constexpr,  # (C_INNER) columns a thread takes: one 128-bit access of values
+    NC_UNIFORM: tl.constexpr,  # (not C_INNER) n's strides are C times c's in both tensors
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
 ):
     pid = tl.program_id(0)
@@ -339,16 +340,21 @@ def _max_pool_forward_kernel(
         x_cols = x_ptr + cols * sxc
         o_off = (n * son + od * sod + oh * soh + ow * sow) + cols * soc
     elif FLAT_HW:
-        # A row of out is a whole (OH, OW) plane, contiguous: stores stay 128-bit wide where OW
-        # alone is no multiple of 16 bytes (56, 28: rows of one OW would not start aligned).
+        # A row of out is a whole (OH, OW) plane, contiguous: tiles stay full where OW is far from
+        # a power of two (56 outputs in a 64-column tile would idle an eighth of its lanes).
         oh = cols // OW
         ow = cols - oh * OW
         od = rows % OD
-        t = rows // OD
-        c = t % C
-        n = t // C
-        x_outer = n * sxn + c * sxc
-        o_off = (n * son + c * soc + od * sod) + cols
+        t = rows // OD  # n * C + c
+        if NC_UNIFORM:  # no division by C: a thread's rows would each pay for one (~12 instructions)
+            x_outer = t * sxc
+            o_nc = t * soc
+        else:
+            c = t % C
+            n = t // C
+            x_outer = n * sxn + c * sxc
+            o_nc = n * son + c * soc
+        o_off = (o_nc + od * sod) + cols
     else:
         ow = cols
         if C_FASTEST:
@@ -365,9 +371,14 @@ def _max_pool_forward_kernel(
             t = t // OD
             c = t % C
             n = t // C
-        x_outer = n * sxn + c * sxc
+        if NC_UNIFORM and not C_FASTEST:  # t = n * C + c
+            x_outer = t * sxc
+            o_nc = t * soc
+        else:
+            x_outer = n * sxn + c * sxc
+            o_nc = n * son + c * soc
         x_cols = x_ptr
-        o_off = (n * son + c * soc + od * sod + oh * soh) + ow * sow
+        o_off = (o_nc + od * sod + oh * soh) + ow * sow
     if not C_INNER:
         o_off = tl.max_contiguous(o_off, [1, 1])  # one column a thread (see above)
     # Window starts; negative where the window begins in the padding.
@@ -464,6 +475,7 @@ def _max_pool_backward_kernel(
     INT64: tl.constexpr,  # offsets may exceed int32
     ACC: tl.constexpr,  # accumulate in float32 (float64 for float64 gradients)
     VEC: tl.constexpr,  # (C_INNER) columns a thread takes: one 128-bit access of values
+    NC_UNIFORM: tl.constexpr,  # (not C_INNER) n's strides are C times c's in both tensors
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
 ):
     # Along one dimension, input position i lies in the window of output o at tap j when
@@ -500,25 +512,35 @@ def _max_pool_backward_kernel(
         o_inner = cols * soc
         i_off = (n * sin + id_ * sid + ih * sih + iw * siw) + cols * sic
     elif FLAT_HW:
-        # A row of grad_in is a whole (H, W) plane, contiguous: 128-bit stores where W is odd.
+        # A row of grad_in is a whole (H, W) plane, contiguous: full tiles, as in the forward.
         ih = cols // W
         iw = cols - ih * W
         id_ = rows % D
-        t = rows // D
-        c = t % C
-        n = t // C
-        o_outer = n * son + c * soc
-        i_off = (n * sin + c * sic + id_ * sid) + cols
+        t = rows // D  # n * C + c
+        if NC_UNIFORM:  # no division by C (see the forward)
+            o_outer = t * soc
+            i_nc = t * sic
+        else:
+            c = t % C
+            n = t // C
+            o_outer = n * son + c * soc
+            i_nc = n * sin + c * sic
+        i_off = (i_nc + id_ * sid) + cols
     else:
         iw = cols
         ih = rows % H
         t = rows // H
         id_ = t % D
-        t = t // D
-        c = t % C
-        n = t // C
-        o_outer = n * son + c * soc
-        i_off = (n * sin + c * sic + id_ * sid + ih * sih) + iw * siw
+        t = t // D  # n * C + c
+        if NC_UNIFORM:
+            o_outer = t * soc
+            i_nc = t * sic
+        else:
+            c = t % C
+            n = t // C
+            o_outer = n * son + c * soc
+            i_nc = n * sin + c * sic
+        i_off = (i_nc + id_ * sid + ih * sih) + iw * siw
     if not C_INNER:
         i_off = tl.max_contiguous(i_off, [1, 1])  # one column a thread (see above)
     qd = id_ + PAD_D
@@ -754,6 +776,13 @@ def _rows_channels_fastest(c_inner: bool, strides5: Sequence[int], device_type: 
     return device_type != "cuda" and not c_inner and strides5[1] < strides5[3]
 
 
+def _nc_uniform(shape5: Sequence[int], *strides5: Sequence[int]) -> bool:
+    """Whether, in every tensor, n's stride is C times c's (or N is 1), so that the offset of the
+    (n, c) plane is (n * C + c) times c's stride: the kernels then skip a division by C."""
+    n, c = shape5[:2]
+    return n == 1 or all(s[0] == c * s[1] for s in strides5)
+
+
 def _span_of(shape: Sequence[int], strides: Sequence[int]) -> int:
     """Elements from a tensor's first to its last, plus one: what its offsets must reach."""
     return 1 + sum((size - 1) * abs(stride) for size, stride in zip(shape, strides) if size > 0)
@@ -887,6 +916,7 @@ def _forward_plan(
         EMPTY_WINDOWS=write_code and (device_type == "cuda" or any(map(_empty_windows, *dims))),
         EDGE_D=edges[0], EDGE_H=edges[1], EDGE_W=edges[2],
         WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(dtype), VEC=min(16 // dtype.itemsize, block_n),
+        NC_UNIFORM=_nc_uniform(shape5, strides5, out_strides5),
         BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     return rows, cols, _grid(rows, cols, block_m, block_n), MappingProxyType(constexprs), warps
@@ -939,6 +969,7 @@ def _backward_plan(
     constexprs["ACC"] = _acc_dtype(dtype)
     if not scatter:
         constexprs["VEC"] = min(16 // dtype.itemsize, block_n)
+        constexprs["NC_UNIFORM"] = _nc_uniform(shape5, strides5, grad_strides5)
     if scatter:
         constexprs["C_FASTEST"] = _rows_channels_fastest(c_inner, strides5, device_type)
     else:

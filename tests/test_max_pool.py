@@ -51,6 +51,10 @@ def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
         big = torch.empty(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype, device=x.device)
         big[..., ::2] = x
         return big[..., ::2]
+    if layout == "channel_slice":  # channels 1.. of a tensor with one more: n's stride is not C times c's
+        big = torch.empty(x.shape[0], x.shape[1] + 1, *x.shape[2:], dtype=x.dtype, device=x.device)
+        big[:, 1:] = x
+        return big[:, 1:]
     if layout == "transposed":  # spatial dimensions swapped in memory
         return x.transpose(-1, -2).contiguous().transpose(-1, -2)
     raise ValueError(layout)
@@ -713,11 +717,11 @@ def test_modules_reject_invalid_arguments_at_construction(args, kwargs, message)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("dims", [1, 2, 3])
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "channel_slice"])
 def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout, int64, monkeypatch):
     """What a GPU launches (its tiles, its tile axis, the gather backward also for windows that
-    do not overlap, which CPU runs otherwise scatter; with 64-bit offsets too) gives PyTorch's
-    results in the interpreter."""
+    do not overlap, which CPU runs otherwise scatter; with 64-bit offsets too; (n, c) planes at
+    one stride or not) gives PyTorch's results in the interpreter."""
     if int64:  # the launches of tensors beyond 2**30 elements, without one
         monkeypatch.setattr(mp, "INT32_SPAN_LIMIT", 1)
     kwargs = _kwargs(config, dims)
@@ -731,6 +735,8 @@ def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout, int6
     assert forward.constexprs["INT64"] == int64
     # Along W with more than one output row, a CUDA tile column walks the whole (OH, OW) plane.
     assert forward.constexprs["FLAT_HW"] == (not forward.constexprs["C_INNER"] and dims > 1 and ref.shape[-2] > 1)
+    # Planes (n, c) at one stride are addressed without a division by C; a channel slice's are not.
+    assert forward.constexprs["NC_UNIFORM"] == (layout == "contiguous")
     mp._launch(forward, x.device)
     assert _same_bits(out, ref) and torch.equal(idx, ref_idx)
 
@@ -739,6 +745,8 @@ def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout, int6
     spec = mp.backward_launch_spec(torch.empty_like(code, dtype=dtype).copy_(grad), code, grad_in, k, s, p, d, "cuda")
     assert spec.kernel == "backward"
     assert spec.constexprs["FLAT_HW"] == (not spec.constexprs["C_INNER"] and dims > 1 and x.shape[-2] > 1)
+    planes_at_one_stride = [t.stride(0) == t.shape[1] * t.stride(1) for t in (grad_in, code)]
+    assert spec.constexprs["NC_UNIFORM"] == all(planes_at_one_stride)  # grad_in: fresh, like x
     mp._launch(spec, x.device)
     torch.testing.assert_close(grad_in, _reference_grad(dims, x, kwargs, grad), **_grad_tolerance(dtype, CONFIGS[config][1]))
 
