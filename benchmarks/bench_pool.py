@@ -114,34 +114,56 @@ def forward_saving(pool: Callable, x: torch.Tensor) -> tuple[torch.Tensor, float
 # --------------------------------------------------------------------------------------------
 
 
-def median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, int]:
-    """Median time of ``fn`` in milliseconds and the number of timed runs.
-
-    CUDA: triton.testing.do_bench, which flushes the L2 cache before every run, so each run reads
-    from DRAM. CPU: wall clock around each call after warming up (at least two calls and 0.5 s:
-    a process's first calls grow its heap, as glibc raises its mmap and trim thresholds to the
-    sizes coming and going, and the interpreter's first calls measured up to 1.7x its steady
-    time), with the cyclic garbage collector off (as timeit does; reference counting still frees
-    every tensor), at least ``repeats`` runs and at least 0.1 s of them, so that fast calls get
-    enough samples for a stable median.
-    """
-    if device.type == "cuda":
-        times = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="all")
-        return statistics.median(times), len(times)
+def _warm_up(fn: Callable[[], object]) -> None:
+    """At least two calls and 0.5 s: a process's first calls grow its heap, as glibc raises its
+    mmap and trim thresholds to the sizes coming and going, and the interpreter's first calls
+    measured up to 1.7x its steady time."""
     start, calls = time.perf_counter(), 0
     while calls < 2 or time.perf_counter() - start < 0.5:
         fn()
         calls += 1
-    times = []
+
+
+def median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, int]:
+    """Median time of ``fn`` in milliseconds and the number of timed runs.
+
+    CUDA: triton.testing.do_bench, which flushes the L2 cache before every run, so each run reads
+    from DRAM. CPU: ``interleaved_ms`` of ``fn`` alone.
+    """
+    if device.type == "cuda":
+        times = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="all")
+        return statistics.median(times), len(times)
+    return interleaved_ms({"fn": fn}, repeats)["fn"]
+
+
+def interleaved_ms(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, int]]:
+    """CPU: each call's median wall-clock time in milliseconds and its number of timed runs, the
+    calls timed in alternation (round after round, the order reversed every other round).
+
+    On a machine shared with other jobs the load drifts within seconds: timing one provider's
+    calls and then another's gave the same kernel pair ratios 1.7x apart from run to run, where
+    alternating puts both under the same load. After each call's warm-up (``_warm_up``), rounds
+    run until there are at least ``repeats`` and the fastest call has at least 0.1 s of runs (so
+    that fast calls get enough samples for a stable median; at most 100 x ``repeats`` rounds),
+    with the cyclic garbage collector off (as timeit does; reference counting still frees every
+    tensor).
+    """
+    for fn in calls.values():
+        _warm_up(fn)
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
     gc.disable()
     try:
-        while len(times) < repeats or (sum(times) < 0.1 and len(times) < 100 * repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
+        rounds = 0
+        while rounds < repeats or (min(map(sum, times.values())) < 0.1 and rounds < 100 * repeats):
+            for name in names if rounds % 2 == 0 else reversed(names):
+                start = time.perf_counter()
+                calls[name]()
+                times[name].append(time.perf_counter() - start)
+            rounds += 1
     finally:
         gc.enable()
-    return statistics.median(times) * 1e3, len(times)
+    return {name: (statistics.median(ts) * 1e3, len(ts)) for name, ts in times.items()}
 
 
 def copy_bandwidth(device: torch.device, mib: int, repeats: int) -> float:
@@ -178,6 +200,10 @@ def timed_call(pool: Callable, x: torch.Tensor, mode: str) -> tuple[Callable[[],
 # --------------------------------------------------------------------------------------------
 
 
+def _error_text(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0][:200]
+
+
 def run_group(
     name: str, case: PoolCase, layout: str, dtype_name: str, args, device: torch.device, copy_gbps: float,
     env: dict,
@@ -191,22 +217,43 @@ def run_group(
     pools = {provider: make_pool(provider, case) for provider in args.providers}
     rows = []
     for mode in args.modes:
-        group = {}
+        group, calls = {}, {}
         for provider in args.providers:
-            row = dict(
+            group[provider] = dict(
                 device=env["device"], case=name, dims=case.dims, shape="x".join(map(str, case.shape)),
                 pool=case.window, layout=layout, dtype=dtype_name, mode=mode,
                 provider=provider, label=LABELS[device.type][provider], copy_gb_per_s=round(copy_gbps, 2),
                 torch=env["torch"], triton=env["triton"], error="",
             )  # fmt: skip
+        timings = {}
+        for provider, row in group.items():
             try:
                 call, saved = timed_call(pools[provider], x, mode)
-                ms, runs = median_ms(call, device, args.repeats)
+                if device.type == "cuda":  # one provider at a time: do_bench is stable, memory is freed
+                    timings[provider] = median_ms(call, device, args.repeats)
+                else:  # every provider alternated below
+                    calls[provider] = call
+                row["saved"] = saved
             except Exception as error:  # one failing provider must not end a long run
-                row["error"] = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+                row["error"] = _error_text(error)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-            else:
+            finally:
+                call = None  # free the graph and the saved tensors before the next provider
+        if calls:
+            try:
+                timings.update(interleaved_ms(calls, args.repeats))
+            except Exception:  # which provider failed: time each alone
+                for provider, call in calls.items():
+                    try:
+                        timings[provider] = median_ms(call, device, args.repeats)
+                    except Exception as alone:
+                        group[provider]["error"] = _error_text(alone)
+            calls.clear()
+        for provider, row in group.items():
+            saved = row.pop("saved", None)
+            if provider in timings:
+                ms, runs = timings[provider]
                 index_bytes = unsaved_index_bytes(provider, case.dims, device) if saved is None else saved
                 traffic = traffic_bytes(mode, in_bytes, out_bytes, outputs, index_bytes)
                 gbps = traffic / (ms * 1e-3) / 1e9
@@ -214,9 +261,6 @@ def run_group(
                     median_ms=ms, runs=runs, index_bytes_per_output=index_bytes, bytes=int(traffic),
                     gb_per_s=gbps, pct_of_copy=100 * gbps / copy_gbps,
                 )  # fmt: skip
-            finally:
-                call = None  # free the graph and the saved tensors before the next provider
-            group[provider] = row
         ours = group.get("ours", {})
         for peer in PEERS:
             if "median_ms" in ours and "median_ms" in group.get(peer, {}):

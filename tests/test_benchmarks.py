@@ -84,6 +84,33 @@ def test_quick_benchmark_prints_writes_csv_and_logs_one_mlflow_run(tmp_path):
     assert "resnet_stem/contiguous/float32/backward/speedup_vs_torch" in run.data.metrics
 
 
+def test_cpu_timings_alternate_the_providers_calls(monkeypatch):
+    """bench_pool on CPU times the providers round by round (the order reversed every other
+    round), so that a machine's drifting load falls on all of them alike."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import time
+
+    import bench_pool
+
+    order = []
+
+    def call(name, seconds):
+        def run():
+            order.append(name)
+            time.sleep(seconds)
+
+        return run
+
+    timings = bench_pool.interleaved_ms({"ours": call("ours", 0.004), "torch": call("torch", 0.001)}, repeats=3)
+    timed = order[order.index("ours", order.index("torch")) :]  # after both warm-ups (ours first, then torch)
+    timed = timed[len(timed) - 2 * timings["ours"][1] :]
+    assert timed[:4] == ["ours", "torch", "torch", "ours"]
+    assert all({a, b} == {"ours", "torch"} for a, b in zip(timed[::2], timed[1::2]))  # one of each a round
+    (ours_ms, ours_runs), (torch_ms, torch_runs) = timings["ours"], timings["torch"]
+    assert ours_runs == torch_runs >= 3 and torch_runs * torch_ms >= 100  # the fastest got 0.1 s of runs
+    assert 4 <= ours_ms < 40 and 1 <= torch_ms < ours_ms
+
+
 def test_inspector_reports_registers_spills_and_access_widths(inspect_kernels):
     rows = inspect_kernels.inspect_all(
         ["resnet_stem"], ["float16"], ["channels_last", "contiguous"], ["fwd+code", "bwd"], [90], echo=False
