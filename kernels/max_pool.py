@@ -901,6 +901,11 @@ def _forward_plan(
     int64 = max(x_span, o_span, rows * cols) >= int32_span_limit
     heavy = (not c_inner) + int64 + (dtype == torch.float64)
     block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, dtype.itemsize)
+    if device_type == "cuda" and c_inner and out_strides5[1] != 1 and out_strides5[4] == 1:
+        # Read along C, written along W (a 1D channels_last input: its output is contiguous): each
+        # tile column's run of outputs should fill a 32-byte sector.
+        while block_m * dtype.itemsize < 32 and block_n > 16 and block_m < rows:
+            block_m, block_n = block_m * 2, block_n // 2
     dims = (shape5[2:], out_shape5[2:], _pad3(kernel_size, 1), _pad3(stride, 1), _pad3(padding, 0), _pad3(dilation, 1))
     edges = tuple(map(_reaches_edge, *dims))
     # The winning tap is followed in 32 bits on CUDA (registers are 32-bit anyway), and in the
