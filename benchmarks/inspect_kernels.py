@@ -243,6 +243,7 @@ def memory_layouts(ttgir: str) -> dict[tuple[str, int], set[Blocked]]:
         elif match := TTGIR_LOC.match(line):
             name, _, source_line, inner = match.groups()
             locs[name] = int(source_line) if source_line else inner
+
     def source_line(loc):
         while isinstance(loc, str):
             loc = locs.get(loc)
@@ -325,6 +326,7 @@ def sector_counts(access: TracedAccess, layout: Blocked, vector: int) -> tuple[i
     if len(shape) != len(layout.order):
         raise ValueError(f"a {len(shape)}D access with a {len(layout.order)}D layout")
     warp, lane, register = layout.place(shape)
+    vector = min(vector, layout.size_per_thread[layout.order[0]])  # a vector is one thread's run
     live = access.mask
     if not live.any():
         return 0, 0, 0

@@ -972,13 +972,12 @@ def _backward_plan(
         C_INNER=c_inner, INT64=int64, BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     constexprs["ACC"] = _acc_dtype(dtype)
-    if not scatter:
-        constexprs["VEC"] = min(16 // dtype.itemsize, block_n)
-        constexprs["NC_UNIFORM"] = _nc_uniform(shape5, strides5, grad_strides5)
     if scatter:
         constexprs["C_FASTEST"] = _rows_channels_fastest(c_inner, strides5, device_type)
     else:
         constexprs["FLAT_HW"] = flat_hw
+        constexprs["VEC"] = min(16 // dtype.itemsize, block_n)
+        constexprs["NC_UNIFORM"] = _nc_uniform(shape5, strides5, grad_strides5)
     kernel = "backward_scatter" if scatter else "backward"
     return kernel, rows, cols, _grid(rows, cols, block_m, block_n), MappingProxyType(constexprs), warps
 
