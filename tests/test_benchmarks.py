@@ -107,7 +107,8 @@ def test_cpu_timings_alternate_the_providers_calls(monkeypatch):
     assert timed[:4] == ["ours", "torch", "torch", "ours"]
     assert all({a, b} == {"ours", "torch"} for a, b in zip(timed[::2], timed[1::2]))  # one of each a round
     (ours_ms, ours_runs), (torch_ms, torch_runs) = timings["ours"], timings["torch"]
-    assert ours_runs == torch_runs >= 3 and torch_runs * torch_ms >= 100  # the fastest got 0.1 s of runs
+    # Rounds go on past `repeats` until the fastest call has 0.1 s of runs (~1 ms each here).
+    assert ours_runs == torch_runs >= 30
     assert 4 <= ours_ms < 40 and 1 <= torch_ms < ours_ms
 
 
