@@ -338,14 +338,23 @@ def sector_counts(access: TracedAccess, layout: Blocked, vector: int) -> tuple[i
     return np.unique(request).size, touched.shape[1], used.shape[1] * access.itemsize
 
 
-def coalescing(spec: mp.LaunchSpec, ttgir: str, widths, sites) -> dict[tuple[str, str], tuple[int, int, int]]:
-    """(ld/st, tensor) -> (requests, sectors, bytes) summed over the accesses of one program in
-    the middle of ``spec``'s tile space. ``widths``: (ld/st, tensor) -> access widths in bits
-    from the PTX (a tensor accessed at several widths counts at the narrowest)."""
+def coalescing(spec: mp.LaunchSpec, ttgir: str, widths, sites) -> dict[tuple[str, str], tuple[int, int, int, int, int]]:
+    """(ld/st, tensor) -> (requests, sectors, bytes, program_sectors, program_bytes) of one
+    program in the middle of ``spec``'s tile space.
+
+    The first three are summed per warp request. The last two count the distinct sectors the
+    program touches and, of their bytes, those accessed: by the program itself for loads; for
+    stores, by the program or by its neighbours in the tile space (which run at the same time), so
+    that a sector shared at the edge of two tiles counts as written whole, as it reaches DRAM.
+    ``widths``: (ld/st, tensor) -> access widths in bits from the PTX (a tensor accessed at
+    several widths counts at the narrowest)."""
     layouts = memory_layouts(ttgir)
     tensors = {(kind, line): tensor for kind, line, _, tensor in sites}
     totals: dict[tuple[str, str], tuple[int, int, int]] = {}
-    for access in traced_accesses(spec, middle_program(spec)):
+    elements: dict[tuple[str, str], list[np.ndarray]] = {}  # byte offsets of the elements accessed
+    itemsizes: dict[tuple[str, str], int] = {}
+    middle = middle_program(spec)
+    for access in traced_accesses(spec, middle):
         key = (access.kind, access.line)
         found = layouts.get(key, set())
         if len(found) != 1:
@@ -354,7 +363,23 @@ def coalescing(spec: mp.LaunchSpec, ttgir: str, widths, sites) -> dict[tuple[str
         bits = min(widths.get((access.kind, tensor), {access.itemsize * 8}))
         counts = sector_counts(access, next(iter(found)), max(1, bits // 8 // access.itemsize))
         totals[access.kind, tensor] = tuple(a + b for a, b in zip(totals.get((access.kind, tensor), (0, 0, 0)), counts))
-    return totals
+        elements.setdefault((access.kind, tensor), []).append(access.offsets[access.mask])
+        itemsizes[access.kind, tensor] = access.itemsize
+    neighbours: dict[tuple[str, str], list[np.ndarray]] = {}
+    for program in (middle - 1, middle + 1):
+        if 0 <= program < spec.grid[0]:
+            for access in traced_accesses(spec, program):
+                if access.kind == "st":
+                    tensor = tensors.get((access.kind, access.line), "?")
+                    neighbours.setdefault((access.kind, tensor), []).append(access.offsets[access.mask])
+    result = {}
+    for key, counts in totals.items():
+        own = np.unique(np.concatenate(elements[key]))
+        sectors = np.unique(own // SECTOR_BYTES)  # an element never straddles two sectors
+        written = np.unique(np.concatenate([own, *neighbours.get(key, [])]))
+        written = written[np.isin(written // SECTOR_BYTES, sectors)]
+        result[key] = (*counts, sectors.size, written.size * itemsizes[key])
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,7 +458,7 @@ def vector_expectations(spec: mp.LaunchSpec, names: list[str]) -> dict[str, str]
     are reported but not held to the target: they are not the values.
     """
     constexprs = spec.constexprs
-    direct = {"forward": "out", "backward": "grad_in"}.get(spec.kernel)
+    direct = {"forward": "out", "backward": "grad_in", "backward_phase": "grad_in"}.get(spec.kernel)
     expectations = {}
     for name, arg in zip(names, spec.args):
         if not (name.endswith("_ptr") and isinstance(arg, torch.Tensor) and arg.dtype.is_floating_point):
@@ -517,6 +542,9 @@ def inspect_variant(
         sass_loads=_histogram(w for opcode, w in sass if opcode == "LDG"),
         sass_stores=_histogram(w for opcode, w in sass if opcode == "STG"),
         load_sectors=_sectors_text(sectors, "ld"), store_sectors=_sectors_text(sectors, "st"),
+        stores_written=" ".join(
+            f"{tensor}:{_use(written, touched):.0f}%" for (k, tensor), (*_, touched, written) in sorted(sectors.items()) if k == "st"
+        ) or "-",
     )  # fmt: skip
     misses = []
     if row["spill_bytes"] or spill_instructions:
@@ -533,9 +561,9 @@ def inspect_variant(
         got = set().union(*(ws for (_, t), ws in widths.items() if t == tensor))
         if got != {VECTOR_BITS}:
             misses.append(f"{tensor} {'/'.join(map(str, sorted(got)))}-bit ({why})")
-    for (kind, tensor), (requests, touched, used) in sectors.items():
-        if kind == "st" and tensor in ("out", "grad_in") and used < touched * SECTOR_BYTES:
-            misses.append(f"{tensor} stores use {_use(used, touched):.0f}% of the sectors they touch")
+    for (kind, tensor), (_, _, _, touched, written) in sectors.items():
+        if kind == "st" and tensor in ("out", "grad_in") and written < touched * SECTOR_BYTES:
+            misses.append(f"{tensor} stores leave {100 - _use(written, touched):.0f}% of the sectors they touch unwritten")
     if "?" in accessed:
         misses.append("accesses not traced to a tl.load/tl.store")
     row["meets_targets"] = not misses
@@ -557,7 +585,7 @@ def _sectors_text(sectors, kind: str) -> str:
     """'x:4.0/50%': per tensor, sectors per warp request and the share of their bytes used."""
     parts = [
         f"{tensor}:{touched / requests:.1f}/{_use(used, touched):.0f}%"
-        for (k, tensor), (requests, touched, used) in sorted(sectors.items()) if k == kind and requests
+        for (k, tensor), (requests, touched, used, *_) in sorted(sectors.items()) if k == kind and requests
     ]  # fmt: skip
     return " ".join(parts) or "-"
 
@@ -580,12 +608,12 @@ TABLE = [  # (header, width, key)
     ("warps/SM", 8, "warps_per_sm"), ("spill B", 7, "spill_bytes"), ("smem B", 6, "shared_bytes"),
     ("global loads", 22, "loads"), ("global stores", 26, "stores"),
     ("load sectors/request, use", 26, "load_sectors"), ("store sectors/request, use", 26, "store_sectors"),
-    ("target", 6, "meets_targets"),
+    ("written", 12, "stores_written"), ("target", 6, "meets_targets"),
 ]  # fmt: skip
 CSV_COLUMNS = [
     "sm", "case", "dims", "dtype", "layout", "variant", "kernel", "along", "tile", "warps", "int64",
     "regs", "warps_per_sm", "spill_bytes", "spill_instructions", "shared_bytes", "loads", "stores",
-    "sass_loads", "sass_stores", "load_sectors", "store_sectors", "meets_targets", "misses",
+    "sass_loads", "sass_stores", "load_sectors", "store_sectors", "stores_written", "meets_targets", "misses",
 ]  # fmt: skip
 
 

@@ -10,7 +10,9 @@ atomics, so its gradients are not deterministic. Here:
 * the backward gathers: every input element visits the few windows that can contain it, in
   ascending output order, and sums the gradients of those whose saved tap points back at it.
   No atomics, so two runs give bitwise identical gradients, and the summation order is PyTorch's
-  CPU order, so float32 gradients match PyTorch's bit for bit.
+  CPU order, so float32 gradients match PyTorch's bit for bit. On CUDA the gather is regrouped by
+  phase: a thread takes the stride's worth of neighbouring input elements (the phases of one
+  base) and loads each window they share once, with every tap known at compile time.
 
 One kernel source serves every case. 1D and 2D pooling are 3D pooling with size-1 leading spatial
 dimensions; every tensor is addressed through its strides, so channels_last inputs and
@@ -588,6 +590,151 @@ def _max_pool_backward_kernel(
     tl.store(grad_in_ptr + i_off, acc.to(grad_in_ptr.dtype.element_ty), mask=in_rows & in_cols)
 
 
+def _max_pool_backward_phase_kernel(
+    grad_out_ptr,  # dL/d(out), logically (N, C, OD, OH, OW); same strides as code
+    code_ptr,  # winning tap of each window, from the forward
+    grad_in_ptr,  # dL/d(input), logically (N, C, D, H, W)
+    C, D, H, W,  # input sizes (N is implied by ROWS)
+    OD, OH, OW,  # output sizes
+    son, soc, sod, soh, sow,  # strides of grad_out and code, in elements
+    sin, sic, sid, sih, siw,  # strides of grad_in, in elements
+    A_D, A_H, A_W,  # bases per dimension, (size + PAD) / STR rounded up (see below)
+    ROWS, COLS,  # extent of the tile space (over the bases)
+    K_D: tl.constexpr, K_H: tl.constexpr, K_W: tl.constexpr,  # kernel size
+    STR_D: tl.constexpr, STR_H: tl.constexpr, STR_W: tl.constexpr,  # stride
+    PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,  # padding before
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,  # dilation
+    C_INNER: tl.constexpr,  # tile columns walk C, rows the bases (else columns walk the bases along W)
+    FLAT_HW: tl.constexpr,  # (not C_INNER) columns walk the (A_H, A_W) plane, else A_W alone
+    EDGE_D: tl.constexpr, EDGE_H: tl.constexpr, EDGE_W: tl.constexpr,  # some phase falls outside the input
+    INT64: tl.constexpr,  # offsets may exceed int32
+    ACC: tl.constexpr,  # accumulate in float32 (float64 for float64 gradients)
+    VEC: tl.constexpr,  # (C_INNER) columns a thread takes: one 128-bit access of values
+    NC_UNIFORM: tl.constexpr,  # (not C_INNER) n's strides are C times c's in both tensors
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
+):
+    # The gather backward (above) regrouped by phase: what CUDA runs. Along one dimension write
+    # i + PAD = STR * a + p with 0 <= p < STR: a is the element's *base*, p its *phase*. The windows
+    # holding it are o = a - u for u = 0, 1, ..., at tap j = (p + u * STR) / DIL, which must be a
+    # whole number below K: for a given phase, which candidates exist and at which tap is known at
+    # compile time, where the gather computes it per element (and loads candidates that turn out
+    # not to exist). And window a - u is the same for every phase of base a: a thread here takes a
+    # base and all its STR_D * STR_H * STR_W phases, loads each candidate window once and adds its
+    # gradient to each phase it may have won. For 3x3 windows at stride 2: 4 windows loaded for 4
+    # input elements, where the gather loads 4 for each; SASS instructions per input element
+    # 88 -> 27 along W, 44 -> 16 along C (float16, benchmarks/inspect_kernels.py).
+    # Sums by phase are kept in a tuple (Triton unrolls the static loops and rebuilds it).
+    NC_D: tl.constexpr = (K_D - 1) * DIL_D // STR_D + 1
+    NC_H: tl.constexpr = (K_H - 1) * DIL_H // STR_H + 1
+    NC_W: tl.constexpr = (K_W - 1) * DIL_W // STR_W + 1
+    PHASES: tl.constexpr = STR_D * STR_H * STR_W
+    pid = tl.program_id(0)
+    tiles_n = (COLS + BLOCK_N - 1) // BLOCK_N
+    pid_m = pid // tiles_n
+    pid_n = pid - pid_m * tiles_n
+    if INT64:
+        rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+        cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+    else:
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = rows[:, None]
+    cols = cols[None, :]
+    if C_INNER:
+        cols = tl.max_contiguous(cols, [1, VEC])  # one layout for values and code (see the forward)
+    in_tile = (rows < ROWS) & (cols < COLS)
+    if C_INNER:  # rows walk the bases (n, a_d, a_h, a_w)
+        a_w = rows % A_W
+        t = rows // A_W
+        a_h = t % A_H
+        t = t // A_H
+        a_d = t % A_D
+        n = t // A_D
+        o_nc = n * son + cols * soc
+        i_nc = n * sin + cols * sic
+    else:
+        if FLAT_HW:  # full tiles however far A_W is from a power of two, as in the gather
+            a_h = cols // A_W
+            a_w = cols - a_h * A_W
+            a_d = rows % A_D
+            t = rows // A_D  # n * C + c
+        else:
+            a_w = cols
+            a_h = rows % A_H
+            t = rows // A_H
+            a_d = t % A_D
+            t = t // A_D
+        if NC_UNIFORM:
+            o_nc = t * soc
+            i_nc = t * sic
+        else:
+            c = t % C
+            n = t // C
+            o_nc = n * son + c * soc
+            i_nc = n * sin + c * sic
+    o_base = (o_nc + a_d * sod + a_h * soh) + a_w * sow
+    if not C_INNER:
+        o_base = tl.max_contiguous(o_base, [1, 1])  # one column a thread (see the forward)
+    i_base = (i_nc + (a_d * STR_D - PAD_D) * sid + (a_h * STR_H - PAD_H) * sih) + (a_w * STR_W - PAD_W) * siw
+
+    code_base = code_ptr + o_base
+    grad_base = grad_out_ptr + o_base
+    zero = tl.full([BLOCK_M, BLOCK_N], 0, ACC)
+    acc = (zero,) * PHASES  # one sum per phase, p = (pd * STR_H + ph) * STR_W + pw
+    # Candidates in ascending output order (u descending): each phase's sum is PyTorch's, in its order.
+    for td in tl.static_range(NC_D):
+        ud = NC_D - 1 - td
+        ok_d = in_tile & (a_d >= ud) & (a_d - ud < OD)
+        for th in tl.static_range(NC_H):
+            uh = NC_H - 1 - th
+            ok_dh = ok_d & (a_h >= uh) & (a_h - uh < OH)
+            for tw in tl.static_range(NC_W):
+                uw = NC_W - 1 - tw
+                # Which phases window o = a - u may hold, and at which tap: where p + u * STR is
+                # a whole number of dilations, below K of them, along every dimension (with
+                # dilation, some windows hold no phase: then nothing is loaded).
+                used = False
+                for p in tl.static_range(PHASES):
+                    rd = p // (STR_H * STR_W) + ud * STR_D
+                    rh = p // STR_W % STR_H + uh * STR_H
+                    rw = p % STR_W + uw * STR_W
+                    if rd % DIL_D == 0 and rd // DIL_D < K_D and rh % DIL_H == 0 and rh // DIL_H < K_H:
+                        if rw % DIL_W == 0 and rw // DIL_W < K_W:
+                            used = True
+                if used:
+                    ok = ok_dh & (a_w >= uw) & (a_w - uw < OW)
+                    # Pointers step from one base pointer: ptxas folds the constant steps (sow is
+                    # a compile-time 1 for contiguous tensors) into the loads' addresses.
+                    step = -(ud * sod + uh * soh)
+                    code = tl.load((code_base + step) - uw * sow, mask=ok, other=-1)
+                    g = tl.load((grad_base + step) - uw * sow, mask=ok, other=0.0).to(ACC)
+                    for p in tl.static_range(PHASES):  # the same phases as above
+                        rd = p // (STR_H * STR_W) + ud * STR_D
+                        rh = p // STR_W % STR_H + uh * STR_H
+                        rw = p % STR_W + uw * STR_W
+                        if rd % DIL_D == 0 and rd // DIL_D < K_D and rh % DIL_H == 0 and rh // DIL_H < K_H:
+                            if rw % DIL_W == 0 and rw // DIL_W < K_W:
+                                tap = ((rd // DIL_D) * K_H + rh // DIL_H) * K_W + rw // DIL_W
+                                acc = acc[:p] + (acc[p] + tl.where(code == tap, g, 0.0),) + acc[p + 1 :]
+    in_base = grad_in_ptr + i_base
+    for p in tl.static_range(PHASES):
+        pd = p // (STR_H * STR_W)
+        ph = p // STR_W % STR_H
+        pw = p % STR_W
+        ok = in_tile
+        if EDGE_D:
+            id_ = a_d * STR_D + (pd - PAD_D)
+            ok = ok & (id_ >= 0) & (id_ < D)
+        if EDGE_H:
+            ih = a_h * STR_H + (ph - PAD_H)
+            ok = ok & (ih >= 0) & (ih < H)
+        if EDGE_W:
+            iw = a_w * STR_W + (pw - PAD_W)
+            ok = ok & (iw >= 0) & (iw < W)
+        ptrs = (in_base + (pd * sid + ph * sih)) + pw * siw
+        tl.store(ptrs, acc[p].to(grad_in_ptr.dtype.element_ty), mask=ok)
+
+
 def _max_pool_backward_scatter_kernel(
     grad_out_ptr,  # dL/d(out), logically (N, C, OD, OH, OW); same strides as code
     code_ptr,  # winning tap of each window, from the forward
@@ -696,6 +843,7 @@ _KERNELS = {
     for name, fn in [
         ("forward", _max_pool_forward_kernel),
         ("backward", _max_pool_backward_kernel),
+        ("backward_phase", _max_pool_backward_phase_kernel),
         ("backward_scatter", _max_pool_backward_scatter_kernel),
     ]
 }
@@ -933,15 +1081,16 @@ def backward_launch_spec(
 ) -> LaunchSpec:
     """The backward launch; ``grad_out`` must have the strides of ``code``.
 
-    The gather kernel everywhere, except for windows that do not overlap on CPU, where the
-    scatter kernel (which needs ``grad_in`` zero-filled first) does a quarter of the work.
+    The gather kernel, in two forms: on CUDA along W, regrouped by phase (unless strides make
+    more than PHASE_LIMIT phases); elsewhere plain. On CPU, windows that do not overlap take the
+    scatter kernel instead (which needs ``grad_in`` zero-filled first): a quarter of the work.
     """
     g5, i5 = _as_5d(grad_out), _as_5d(grad_in)
-    kernel, rows, cols, grid, constexprs, warps = _backward_plan(
+    kernel, bases, rows, cols, grid, constexprs, warps = _backward_plan(
         tuple(g5.shape), g5.stride(), tuple(i5.shape), i5.stride(), grad_in.dtype,
         tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), device_type, INT32_SPAN_LIMIT,
     )  # fmt: skip
-    args = (grad_out, code, grad_in, *i5.shape[1:], *g5.shape[2:], *g5.stride(), *i5.stride(), rows, cols)
+    args = (grad_out, code, grad_in, *i5.shape[1:], *g5.shape[2:], *g5.stride(), *i5.stride(), *bases, rows, cols)
     return LaunchSpec(kernel, grid, args, constexprs, warps)
 
 
@@ -954,6 +1103,8 @@ def _backward_plan(
     od, oh, ow = grad_shape5[2:]
     overlapping = any((k - 1) * dl >= s for k, s, dl in zip(kernel_size, stride, dilation))
     scatter = device_type != "cuda" and not overlapping
+    if device_type == "cuda" and math.prod(stride) <= PHASE_LIMIT:
+        return _phase_plan(grad_shape5, grad_strides5, shape5, strides5, dtype, kernel_size, stride, padding, dilation, int32_span_limit)
     if scatter:  # tiles over the output, like the forward
         c_inner = _tile_on_channels(c, ow, strides5[1], strides5[4], device_type)
         rows, cols = (n * od * oh * ow, c) if c_inner else (n * c * od * oh, ow)
@@ -979,7 +1130,56 @@ def _backward_plan(
         constexprs["VEC"] = min(16 // dtype.itemsize, block_n)
         constexprs["NC_UNIFORM"] = _nc_uniform(shape5, strides5, grad_strides5)
     kernel = "backward_scatter" if scatter else "backward"
-    return kernel, rows, cols, _grid(rows, cols, block_m, block_n), MappingProxyType(constexprs), warps
+    return kernel, (), rows, cols, _grid(rows, cols, block_m, block_n), MappingProxyType(constexprs), warps
+
+
+# The phase backward (CUDA): a thread takes the STR_D * STR_H * STR_W phases of its bases, a sum
+# each; past 8 phases (strides of 3 in 2D) the plain gather takes over. A thread holds at most 32
+# sums (4 bases of 4 phases along W, 1 base of 4 phases x 8 float16 channels along C) and loads at
+# most 18 candidate windows: ptxas issues all the loads first, and 3x3 windows at stride 1 (9
+# windows a base) spilled at 4 bases a thread (benchmarks/inspect_kernels.py).
+PHASE_LIMIT = 8
+PHASE_BASES_PER_THREAD = 4
+PHASE_SUMS_PER_THREAD = 32
+PHASE_LOADS_PER_THREAD = 18
+
+
+def _phase_plan(
+    grad_shape5, grad_strides5, shape5, strides5, dtype,
+    kernel_size, stride, padding, dilation, int32_span_limit,
+):  # fmt: skip
+    """The launch of the phase backward (see the kernel) on CUDA: tiles over the bases."""
+    n, c, d, h, w = shape5
+    strides3, pads3, dilations3 = _pad3(stride, 1), _pad3(padding, 0), _pad3(dilation, 1)
+    phases = math.prod(strides3)
+    # Bases cover every input element: i + PAD = STR * a + p for 0 <= a < cdiv(size + PAD, STR).
+    bases = tuple(_cdiv(s + p, st) for s, p, st in zip(shape5[2:], pads3, strides3))
+    # Some phase of some base falls outside the input: padding, or bases past the end.
+    edges = tuple(p > 0 or st * b - p > s for s, p, st, b in zip(shape5[2:], pads3, strides3, bases))
+    c_inner = _tile_on_channels(c, w, strides5[1], strides5[4], "cuda")
+    flat_hw = not c_inner and bases[1] > 1  # columns walk the (A_H, A_W) plane: full tiles, as in the gather
+    if c_inner:
+        rows, cols = n * math.prod(bases), c
+    elif flat_hw:
+        rows, cols = n * c * bases[0], bases[1] * bases[2]
+    else:
+        rows, cols = n * c * bases[0] * bases[1], bases[2]
+    span = max(_span_of(grad_shape5, grad_strides5), _span_of(shape5, strides5), rows * cols * phases)
+    int64 = span >= int32_span_limit
+    block_n = min(_next_pow2(cols), CUDA_MAX_BLOCK_N)
+    vec = min(16 // dtype.itemsize, block_n) if c_inner else 1  # columns a thread
+    windows = math.prod((k - 1) * dl // st + 1 for k, st, dl in zip(_pad3(kernel_size, 1), strides3, dilations3))
+    per_thread = min(PHASE_BASES_PER_THREAD, PHASE_SUMS_PER_THREAD // (vec * phases), PHASE_LOADS_PER_THREAD // windows)
+    per_thread = max(1, (1 << (max(1, per_thread).bit_length() - 1)) >> (int64 + (dtype == torch.float64)))
+    block_m = min(max(1, per_thread * vec * CUDA_NUM_WARPS * 32 // block_n), _next_pow2(rows))
+    constexprs = dict(
+        _geometry_constexprs(kernel_size, stride, padding, dilation),
+        C_INNER=c_inner, FLAT_HW=flat_hw, EDGE_D=edges[0], EDGE_H=edges[1], EDGE_W=edges[2], INT64=int64,
+        ACC=_acc_dtype(dtype), VEC=vec, NC_UNIFORM=_nc_uniform(shape5, strides5, grad_strides5),
+        BLOCK_M=block_m, BLOCK_N=block_n,
+    )  # fmt: skip
+    grid = _grid(rows, cols, block_m, block_n)
+    return "backward_phase", bases, rows, cols, grid, MappingProxyType(constexprs), CUDA_NUM_WARPS
 
 
 def _launch(spec: LaunchSpec, device: torch.device) -> None:

@@ -743,12 +743,45 @@ def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout, int6
     grad = _random(ref.shape, dtype, "cpu", seed=4)
     grad_in = torch.empty_like(x)
     spec = mp.backward_launch_spec(torch.empty_like(code, dtype=dtype).copy_(grad), code, grad_in, k, s, p, d, "cuda")
-    assert spec.kernel == "backward"
-    assert spec.constexprs["FLAT_HW"] == (not spec.constexprs["C_INNER"] and dims > 1 and x.shape[-2] > 1)
+    # The gather regrouped by phase, unless a base would carry too many phases (strides of 3 in 3D).
+    phased = math.prod(s) <= mp.PHASE_LIMIT
+    assert spec.kernel == ("backward_phase" if phased else "backward")
+    along_w = not spec.constexprs["C_INNER"]
+    assert along_w == (layout != "channels_last")  # grad_in here is laid out like x
+    # Along W, columns walk a plane (of bases, or of elements) when it has more than one row.
+    rows_of_plane = -(-(x.shape[-2] + p[-2]) // s[-2]) if phased and dims > 1 else x.shape[-2] if dims > 1 else 1
+    assert spec.constexprs["FLAT_HW"] == (along_w and rows_of_plane > 1)
     planes_at_one_stride = [t.stride(0) == t.shape[1] * t.stride(1) for t in (grad_in, code)]
     assert spec.constexprs["NC_UNIFORM"] == all(planes_at_one_stride)  # grad_in: fresh, like x
     mp._launch(spec, x.device)
     torch.testing.assert_close(grad_in, _reference_grad(dims, x, kwargs, grad), **_grad_tolerance(dtype, CONFIGS[config][1]))
+
+
+# (kernel, stride, padding, dilation): phases 1, 2, 4 or 8; 1-9 candidate windows a base; windows
+# that leave gaps (k2 s3: 9 phases in 2D, the plain gather); dilation with and without stride.
+PHASE_GEOMETRIES = [(3, 2, 1, 1), (3, 1, 1, 1), (2, 2, 0, 1), (4, 2, 2, 1), (5, 2, 2, 1), (3, 2, 1, 2), (2, 1, 0, 2), (2, 3, 1, 1)]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("geometry", PHASE_GEOMETRIES, ids=lambda g: "k{}s{}p{}d{}".format(*g))
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_phase_backward_sums_in_pytorch_order(dims, geometry, layout):
+    """The CUDA backward (regrouped by phase) adds each input's gradients in PyTorch's CPU order:
+    float32 gradients equal, bit for bit, with ties (rounded inputs) and overlapping windows."""
+    k, s, p, d = ((v,) * dims for v in geometry)
+    shape = {1: (2, 3, 17), 2: (2, 3, 13, 11), 3: (2, 3, 7, 9, 6)}[dims]
+    x = _layout(_random(shape, torch.float32, "cpu").round(decimals=1), layout).requires_grad_(True)
+    ref = TORCH[dims](x, k, s, p, d)
+    grad = _layout(_random(ref.shape, torch.float32, "cpu", seed=5), layout)
+    (ref_grad,) = torch.autograd.grad(ref, x, grad)
+    channels_last = layout == "channels_last" and dims > 1
+    out, code, idx = mp._forward_outputs(x, ref.shape[2:], k, channels_last, True, False)
+    mp._launch(mp.forward_launch_spec(x, out, code, idx, k, s, p, d, "cuda"), x.device)
+    grad_in = torch.empty_like(x)
+    spec = mp.backward_launch_spec(torch.empty_like(code, dtype=grad.dtype).copy_(grad), code, grad_in, k, s, p, d, "cuda")
+    assert spec.kernel == ("backward_phase" if math.prod(s) <= mp.PHASE_LIMIT else "backward")
+    mp._launch(spec, x.device)
+    assert _same_bits(grad_in, ref_grad)
 
 
 # --------------------------------------------------------------------------------------------
