@@ -665,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     missed = [row for row in rows if not row["meets_targets"]]
     print(
         f"{len(rows) - len(missed)} of {len(rows)} variants meet the targets (no spills; 128-bit value "
-        "accesses along C where alignment allows; value stores use every sector they touch)"
+        "accesses along C where alignment allows; value stores write whole every sector they touch)"
     )
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
