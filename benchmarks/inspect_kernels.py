@@ -441,7 +441,7 @@ def _run(command: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Targets: no spills; 128-bit accesses along C where alignment allows; stores coalesced
+# Targets: no spills; 128-bit accesses along C where alignment allows; value stores written whole
 # --------------------------------------------------------------------------------------------
 
 
@@ -454,7 +454,7 @@ def vector_expectations(spec: mp.LaunchSpec, names: list[str]) -> dict[str, str]
     the input (the output gradient, in the backward) step by the stride and shift by each tap, so
     they are gathers, and 8 neighbouring columns a thread, what a 128-bit store of the output
     needs, would spread each warp's gather over 8x the cache sectors; their stores are held to
-    full use of the sectors they touch instead (see ``coalescing``). The index and code tensors
+    writing whole the sectors they touch instead (see ``coalescing``). The index and code tensors
     are reported but not held to the target: they are not the values.
     """
     constexprs = spec.constexprs
