@@ -762,12 +762,13 @@ def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout, int6
 PHASE_GEOMETRIES = [(3, 2, 1, 1), (3, 1, 1, 1), (2, 2, 0, 1), (4, 2, 2, 1), (5, 2, 2, 1), (3, 2, 1, 2), (2, 1, 0, 2), (2, 3, 1, 1)]
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed", "channel_slice", "strided_view"])
 @pytest.mark.parametrize("geometry", PHASE_GEOMETRIES, ids=lambda g: "k{}s{}p{}d{}".format(*g))
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_phase_backward_sums_in_pytorch_order(dims, geometry, layout):
     """The CUDA backward (regrouped by phase) adds each input's gradients in PyTorch's CPU order:
-    float32 gradients equal, bit for bit, with ties (rounded inputs) and overlapping windows."""
+    float32 gradients equal, bit for bit, with ties (rounded inputs) and overlapping windows, for
+    inputs and gradients in any layout (addressed through their strides)."""
     k, s, p, d = ((v,) * dims for v in geometry)
     shape = {1: (2, 3, 17), 2: (2, 3, 13, 11), 3: (2, 3, 7, 9, 6)}[dims]
     x = _layout(_random(shape, torch.float32, "cpu").round(decimals=1), layout).requires_grad_(True)
@@ -777,9 +778,10 @@ def test_phase_backward_sums_in_pytorch_order(dims, geometry, layout):
     channels_last = layout == "channels_last" and dims > 1
     out, code, idx = mp._forward_outputs(x, ref.shape[2:], k, channels_last, True, False)
     mp._launch(mp.forward_launch_spec(x, out, code, idx, k, s, p, d, "cuda"), x.device)
-    grad_in = torch.empty_like(x)
+    grad_in = _layout(torch.full(x.shape, float("nan")), layout)  # laid out like x; every element written
     spec = mp.backward_launch_spec(torch.empty_like(code, dtype=grad.dtype).copy_(grad), code, grad_in, k, s, p, d, "cuda")
     assert spec.kernel == ("backward_phase" if math.prod(s) <= mp.PHASE_LIMIT else "backward")
+    assert spec.constexprs["NC_UNIFORM"] == (layout != "channel_slice") or spec.constexprs["C_INNER"]
     mp._launch(spec, x.device)
     assert _same_bits(grad_in, ref_grad)
 
