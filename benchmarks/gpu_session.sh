@@ -3,7 +3,7 @@
 # then a wider table. Each step is time-boxed so that a slow one cannot eat the others, and every
 # log goes to $OUT (or ./gpu-session/ when run by hand).
 #
-#   bash benchmarks/gpu_session.sh            # ~9 minutes on an H100/H200, Triton's cache cold
+#   bash benchmarks/gpu_session.sh            # ~9-10 minutes on an H100/H200, Triton's cache cold
 #
 # It uses the machine's own torch and triton (the project's MLflow/Hydra are not needed here);
 # tests/test_models.py also needs torchinfo: where the image lacks it, install its wheel first
@@ -28,6 +28,9 @@ timeout 200 "$PY" -m pytest -o addopts="" -p no:cacheprovider -q -rs -n 8 --time
 step "targets: ResNet stem and large batch, float16, ours vs torch eager vs torch.compile"
 timeout 180 "$PY" benchmarks/bench_pool.py --cases resnet_stem,large_batch --dtypes float16 --check \
   --csv "$OUT/targets.csv" 2>&1 | tee "$OUT/targets.log" | tail -45
+
+step "host time per call: tiny layers, ours vs torch eager (the small layers' cost on a GPU)"
+timeout 45 "$PY" benchmarks/bench_host.py --device cuda --repeats 10 2>&1 | tee "$OUT/host.log" | tail -36
 
 step "every layer, float32 and bfloat16, ours vs torch eager"
 timeout 110 "$PY" benchmarks/bench_pool.py --providers ours,torch --dtypes float32,bfloat16 \

@@ -258,7 +258,7 @@ def _strides_like_channels_last(shape: Sequence[int], strides: Sequence[int]) ->
 # Every launch covers a 2D tile space of ROWS x COLS. With C_INNER the columns walk the channels
 # (the contiguous axis of a channels_last tensor: coalesced, vectorizable accesses) and the rows
 # walk (n, d, h, w); otherwise the columns walk the innermost spatial axis and the rows (n, c, d, h),
-# or (n, d, h, c) with C_FASTEST.
+# or (n, d, h, c) with C_FASTEST. (The CUDA backward tiles the bases of its phases the same way.)
 # Coordinates along the rows are [BLOCK_M, 1] tensors and along the columns [1, BLOCK_N], so the
 # per-tap index arithmetic runs on vectors; only loads, compares and selects touch the whole tile.
 # On CUDA, Triton derives which thread holds which tile elements from the accesses: each thread
@@ -936,11 +936,14 @@ def _span_of(shape: Sequence[int], strides: Sequence[int]) -> int:
     return 1 + sum((size - 1) * abs(stride) for size, stride in zip(shape, strides) if size > 0)
 
 
-def _as_5d(t: Tensor) -> Tensor:
-    """View (N, C, *spatial) with 1-3 spatial dimensions as (N, C, D, H, W); no copy."""
-    while t.dim() < 5:
-        t = t.unsqueeze(2)
-    return t
+def _sizes_5d(t: Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Sizes and strides of an (N, C, *spatial) tensor with 1-3 spatial dimensions as (N, C, D, H,
+    W): what unsqueezing dimension 2 gives, without making the views (~1.5 us each, and a small
+    layer's whole call is tens of microseconds of host time)."""
+    shape, strides = tuple(t.shape), t.stride()
+    while len(shape) < 5:
+        shape, strides = shape[:2] + (1,) + shape[2:], strides[:2] + (shape[2] * strides[2],) + strides[2:]
+    return shape, strides
 
 
 def _pad3(values: Sequence[int], fill: int) -> tuple[int, int, int]:
@@ -1013,16 +1016,16 @@ def forward_launch_spec(
     x: Tensor, out: Tensor, code: Tensor, idx: Tensor, kernel_size, stride, padding, dilation,
     device_type: str,
 ) -> LaunchSpec:
-    """The forward launch for (N, C, *spatial) tensors; ``code``/``idx`` empty when not written."""
-    x5, o5 = _as_5d(x), _as_5d(out)
-    write_code, write_idx = code.numel() > 0, idx.numel() > 0
+    """The forward launch for (N, C, *spatial) tensors; ``code``/``idx`` None or empty when not written."""
+    (x_shape, x_strides), (o_shape, o_strides) = _sizes_5d(x), _sizes_5d(out)
+    write_code, write_idx = code is not None and code.numel() > 0, idx is not None and idx.numel() > 0
     rows, cols, grid, constexprs, warps = _forward_plan(
-        tuple(x5.shape), x5.stride(), tuple(o5.shape), o5.stride(), x.dtype, write_code, write_idx,
+        x_shape, x_strides, o_shape, o_strides, x.dtype, write_code, write_idx,
         tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), device_type, INT32_SPAN_LIMIT,
     )  # fmt: skip
     args = (
-        x5, out, code if write_code else out, idx if write_idx else out,
-        *x5.shape[1:], *o5.shape[2:], *x5.stride(), *o5.stride(), rows, cols,
+        x, out, code if write_code else out, idx if write_idx else out,
+        *x_shape[1:], *o_shape[2:], *x_strides, *o_strides, rows, cols,
     )  # fmt: skip
     return LaunchSpec("forward", grid, args, constexprs, warps)
 
@@ -1081,16 +1084,16 @@ def backward_launch_spec(
 ) -> LaunchSpec:
     """The backward launch; ``grad_out`` must have the strides of ``code``.
 
-    The gather kernel, in two forms: on CUDA along W, regrouped by phase (unless strides make
-    more than PHASE_LIMIT phases); elsewhere plain. On CPU, windows that do not overlap take the
-    scatter kernel instead (which needs ``grad_in`` zero-filled first): a quarter of the work.
+    The gather kernel, in two forms: on CUDA regrouped by phase (unless strides make more than
+    PHASE_LIMIT phases), elsewhere plain. On CPU, windows that do not overlap take the scatter
+    kernel instead (which needs ``grad_in`` zero-filled first): a quarter of the work.
     """
-    g5, i5 = _as_5d(grad_out), _as_5d(grad_in)
+    (g_shape, g_strides), (i_shape, i_strides) = _sizes_5d(grad_out), _sizes_5d(grad_in)
     kernel, bases, rows, cols, grid, constexprs, warps = _backward_plan(
-        tuple(g5.shape), g5.stride(), tuple(i5.shape), i5.stride(), grad_in.dtype,
+        g_shape, g_strides, i_shape, i_strides, grad_in.dtype,
         tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), device_type, INT32_SPAN_LIMIT,
     )  # fmt: skip
-    args = (grad_out, code, grad_in, *i5.shape[1:], *g5.shape[2:], *g5.stride(), *i5.stride(), *bases, rows, cols)
+    args = (grad_out, code, grad_in, *i_shape[1:], *g_shape[2:], *g_strides, *i_strides, *bases, rows, cols)
     return LaunchSpec(kernel, grid, args, constexprs, warps)
 
 
@@ -1212,16 +1215,25 @@ def _empty_pooled(like: Tensor, shape: Sequence[int], channels_last: bool, dtype
 
 
 def _forward_outputs(x: Tensor, output_size, kernel_size, channels_last, save_code, return_indices):
+    """Pooled values, and the saved taps and indices where asked for (else None)."""
     out = _empty_pooled(x, [x.shape[0], x.shape[1], *output_size], channels_last)
-    code = torch.empty_like(out, dtype=_code_dtype(kernel_size)) if save_code else x.new_empty(0, dtype=torch.int8)
-    idx = torch.empty_like(out, dtype=torch.int64) if return_indices else x.new_empty(0, dtype=torch.int64)
+    code = torch.empty_like(out, dtype=_code_dtype(kernel_size)) if save_code else None
+    idx = torch.empty_like(out, dtype=torch.int64) if return_indices else None
+    return out, code, idx
+
+
+def _op_outputs(x: Tensor, out: Tensor, code: Tensor | None, idx: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The custom op's three tensors: empty ones for the taps and indices not asked for (the eager
+    path passes None instead and saves allocating them)."""
+    code = x.new_empty(0, dtype=torch.int8) if code is None else code
+    idx = x.new_empty(0, dtype=torch.int64) if idx is None else idx
     return out, code, idx
 
 
 def _pool_forward(
     input: Tensor, kernel_size, stride, padding, dilation, output_size, channels_last: bool,
     save_code: bool, return_indices: bool,
-) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+) -> tuple[Tensor, Tensor | None, Tensor | None]:  # fmt: skip
     out, code, idx = _forward_outputs(input, output_size, kernel_size, channels_last, save_code, return_indices)
     if out.numel() > 0:
         spec = forward_launch_spec(input, out, code, idx, kernel_size, stride, padding, dilation, input.device.type)
@@ -1267,14 +1279,15 @@ def max_pool_forward(
     ``padding`` is the padding before each spatial dimension and ``output_size`` the resolved
     output size (see ``pool_output_size``); ``channels_last`` lays the outputs out C-innermost.
     """
-    return _pool_forward(
+    outputs = _pool_forward(
         input, kernel_size, stride, padding, dilation, output_size, channels_last, save_code, return_indices
     )
+    return _op_outputs(input, *outputs)
 
 
 @max_pool_forward.register_fake
 def _(input, kernel_size, stride, padding, dilation, output_size, channels_last, save_code, return_indices):
-    return _forward_outputs(input, output_size, kernel_size, channels_last, save_code, return_indices)
+    return _op_outputs(input, *_forward_outputs(input, output_size, kernel_size, channels_last, save_code, return_indices))
 
 
 @torch.library.custom_op("tritonpool::max_pool_backward", mutates_args=())
@@ -1341,10 +1354,10 @@ class _EagerMaxPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *inputs):
-        output = _pool_forward(*inputs)
+        output = _pool_forward(*inputs)  # the code always (a backward follows), indices or None
         _setup_context(ctx, inputs, output)
         ctx.through_ops = False
-        ctx.mark_non_differentiable(output[1], output[2])
+        ctx.mark_non_differentiable(*(t for t in output[1:] if t is not None))
         ctx.set_materialize_grads(False)  # no zero-filled gradients for the code and indices
         return output
 

@@ -112,6 +112,25 @@ def test_cpu_timings_alternate_the_providers_calls(monkeypatch):
     assert 4 <= ours_ms < 40 and 1 <= torch_ms < ours_ms
 
 
+def test_host_benchmark_times_every_mode_of_ours_and_torch(tmp_path):
+    command = [sys.executable, str(BENCHMARKS / "bench_host.py"), "--cases", "seed,seq1d", "--repeats", "3"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ours with the kernel launch skipped" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("seed ", "seq1d "))]
+    # 2 cases x 2 layouts x 4 modes: ours, torch, and their difference in microseconds.
+    assert {(r[0], r[1], r[2]) for r in rows} == {
+        (case, layout, mode)
+        for case in ("seed", "seq1d")
+        for layout in ("contiguous", "channels_last")
+        for mode in ("forward", "forward_train", "backward", "forward_backward")
+    }
+    for _, _, _, ours, theirs, difference in rows:
+        assert float(ours) > 0 and float(theirs) > 0
+        assert float(difference) == pytest.approx(float(ours) - float(theirs), abs=0.11)
+
+
 def test_inspector_reports_registers_spills_and_access_widths(inspect_kernels):
     rows = inspect_kernels.inspect_all(
         ["resnet_stem"], ["float16"], ["channels_last", "contiguous"], ["fwd+code", "bwd"], [90], echo=False

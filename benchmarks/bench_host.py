@@ -1,0 +1,113 @@
+"""Host time per call: the Python and dispatch work around tritonpool's kernels, against PyTorch's.
+
+On a GPU a small pooling layer's call is made of host time: the kernels take microseconds, and
+the layer is as fast as the Python that launches them (bench_pool.py's small layers on the H200:
+forward 0.03-0.09 ms, forward+backward 0.3-0.5 ms, where PyTorch's take 0.03-0.2 ms). This times
+that host work on tiny inputs, per mode, for ours and for PyTorch eager:
+
+* CUDA: the real calls, without synchronizing: the GPU keeps up with kernels this small, so the
+  wall-clock time per call is the host's;
+* CPU: ours with the kernel launch skipped (``kernels.max_pool._launch`` replaced by a no-op,
+  every other step of the call kept: argument checks, plans, allocations, autograd), since the
+  interpreter would otherwise be all there is to see; PyTorch's figure includes its CPU kernel,
+  a few microseconds at these sizes. Their difference bounds what our host path costs beyond
+  PyTorch's.
+
+    python benchmarks/bench_host.py                 # CPU, every layer, both layouts
+    python benchmarks/bench_host.py --device cuda   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import kernels.max_pool as mp  # noqa: E402
+from bench_pool import MODES, OURS, TORCH, timed_call  # noqa: E402
+from cases import CASES, LAYOUTS, new_input, parse_list  # noqa: E402
+
+# Each named layer's window at a tiny size: one image, 4 channels, 8 per spatial dimension (the
+# seed and vgg_block windows are the same 2x2, so the seed stands for both).
+HOST_CASES = ("seed", "resnet_stem", "video3d", "seq1d")
+TINY = dict(batch=1, channels=4, size=8)
+
+
+def tiny_shape(dims: int) -> tuple[int, ...]:
+    return (TINY["batch"], TINY["channels"]) + (TINY["size"],) * dims
+
+
+def best_of_blocks(calls: dict, blocks: int, number: int = 100) -> dict[str, float]:
+    """Microseconds per call of each call: blocks of ``number`` calls, the providers alternated
+    block by block, and the fastest block's mean, as timeit reports it (on a VM shared with other
+    jobs, slower blocks measure the interference; medians of single calls moved 2x between runs)."""
+    best = {name: float("inf") for name in calls}
+    for call in calls.values():  # warm-up: allocator caches, memoized plans
+        for _ in range(number):
+            call()
+    gc.disable()
+    try:
+        for block in range(blocks):
+            for name in calls if block % 2 == 0 else reversed(list(calls)):
+                call = calls[name]
+                start = time.perf_counter()
+                for _ in range(number):
+                    call()
+                best[name] = min(best[name], (time.perf_counter() - start) / number * 1e6)
+    finally:
+        gc.enable()
+    return best
+
+
+def host_times(device: torch.device, cases, layouts, modes, repeats: int) -> list[dict]:
+    """One row per (case, layout, mode): median microseconds per call, ours and torch's."""
+    rows = []
+    for name in cases:
+        case = CASES[name]
+        for layout in layouts:
+            x = new_input(tiny_shape(case.dims), torch.float32, layout, device)
+            for mode in modes:
+                calls = {}
+                for provider, fn in (("ours", OURS[case.dims]), ("torch", TORCH[case.dims])):
+                    call, _ = timed_call(lambda t, fn=fn: fn(t, **case.pool_kwargs), x, mode)
+                    calls[provider] = call
+                timings = best_of_blocks(calls, repeats)
+                ours, theirs = timings["ours"], timings["torch"]
+                rows.append(dict(case=name, layout=layout, mode=mode, ours_us=round(ours, 1), torch_us=round(theirs, 1)))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--cases", default=",".join(HOST_CASES))
+    parser.add_argument("--layouts", default=",".join(LAYOUTS))
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--repeats", type=int, default=20, help="timed blocks of 100 calls per provider, alternated")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU here")
+    device = torch.device(args.device)
+    cases, layouts = parse_list(args.cases, CASES), parse_list(args.layouts, LAYOUTS)
+    modes = parse_list(args.modes, MODES)
+    if device.type == "cpu":
+        mp._launch = lambda spec, device: None  # host work only (see above)
+        print("CPU: ours with the kernel launch skipped; torch's figure includes its kernel")
+    print(f"torch {torch.__version__}, input {TINY['batch']}x{TINY['channels']}x{TINY['size']}^dims float32")
+    print(f"{'case':12s} {'layout':13s} {'mode':16s} {'ours us':>8s} {'torch us':>8s} {'ours - torch':>12s}")
+    for row in host_times(device, cases, layouts, modes, args.repeats):
+        print(
+            f"{row['case']:12s} {row['layout']:13s} {row['mode']:16s} {row['ours_us']:8.1f} "
+            f"{row['torch_us']:8.1f} {row['ours_us'] - row['torch_us']:12.1f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
