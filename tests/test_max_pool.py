@@ -768,12 +768,15 @@ PHASE_GEOMETRIES = [(3, 2, 1, 1), (3, 1, 1, 1), (2, 2, 0, 1), (4, 2, 2, 1), (5, 
 def test_phase_backward_sums_in_pytorch_order(dims, geometry, layout):
     """The CUDA backward (regrouped by phase) adds each input's gradients in PyTorch's CPU order:
     float32 gradients equal, bit for bit, with ties (rounded inputs) and overlapping windows, for
-    inputs and gradients in any layout (addressed through their strides)."""
+    inputs and gradients in any layout (addressed through their strides); a NaN or infinite output
+    gradient reaches its window's winner and nothing else."""
     k, s, p, d = ((v,) * dims for v in geometry)
     shape = {1: (2, 3, 17), 2: (2, 3, 13, 11), 3: (2, 3, 7, 9, 6)}[dims]
     x = _layout(_random(shape, torch.float32, "cpu").round(decimals=1), layout).requires_grad_(True)
     ref = TORCH[dims](x, k, s, p, d)
-    grad = _layout(_random(ref.shape, torch.float32, "cpu", seed=5), layout)
+    grad = _random(ref.shape, torch.float32, "cpu", seed=5)
+    grad.view(-1)[::7], grad.view(-1)[3::11] = float("nan"), float("-inf")  # reach their winners only
+    grad = _layout(grad, layout)
     (ref_grad,) = torch.autograd.grad(ref, x, grad)
     channels_last = layout == "channels_last" and dims > 1
     out, code, idx = mp._forward_outputs(x, ref.shape[2:], k, channels_last, True, False)
