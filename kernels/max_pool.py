@@ -1013,7 +1013,7 @@ def _geometry_constexprs(kernel_size, stride, padding, dilation) -> dict:
 
 
 def forward_launch_spec(
-    x: Tensor, out: Tensor, code: Tensor, idx: Tensor, kernel_size, stride, padding, dilation,
+    x: Tensor, out: Tensor, code: Tensor | None, idx: Tensor | None, kernel_size, stride, padding, dilation,
     device_type: str,
 ) -> LaunchSpec:
     """The forward launch for (N, C, *spatial) tensors; ``code``/``idx`` None or empty when not written."""
@@ -1152,7 +1152,7 @@ def _phase_plan(
     kernel_size, stride, padding, dilation, int32_span_limit,
 ):  # fmt: skip
     """The launch of the phase backward (see the kernel) on CUDA: tiles over the bases."""
-    n, c, d, h, w = shape5
+    n, c, w = shape5[0], shape5[1], shape5[4]
     strides3, pads3, dilations3 = _pad3(stride, 1), _pad3(padding, 0), _pad3(dilation, 1)
     phases = math.prod(strides3)
     # Bases cover every input element: i + PAD = STR * a + p for 0 <= a < cdiv(size + PAD, STR).

@@ -743,7 +743,7 @@ def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout, int6
     grad = _random(ref.shape, dtype, "cpu", seed=4)
     grad_in = torch.empty_like(x)
     spec = mp.backward_launch_spec(torch.empty_like(code, dtype=dtype).copy_(grad), code, grad_in, k, s, p, d, "cuda")
-    # The gather regrouped by phase, unless a base would carry too many phases (strides of 3 in 3D).
+    # The gather regrouped by phase, unless a base would carry too many phases (strides of 3 in 2D or 3D).
     phased = math.prod(s) <= mp.PHASE_LIMIT
     assert spec.kernel == ("backward_phase" if phased else "backward")
     along_w = not spec.constexprs["C_INNER"]
