@@ -15,6 +15,7 @@ that host work on tiny inputs, per mode, for ours and for PyTorch eager:
 
     python benchmarks/bench_host.py                 # CPU, every layer, both layouts
     python benchmarks/bench_host.py --device cuda   # on a GPU
+    python benchmarks/bench_host.py --mlflow        # and a run in the MLflow experiment "benchmarks"
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import kernels.max_pool as mp  # noqa: E402
-from bench_pool import MODES, OURS, TORCH, timed_call  # noqa: E402
+from bench_pool import MODES, OURS, TORCH, environment, timed_call  # noqa: E402
 from cases import CASES, LAYOUTS, new_input, parse_list  # noqa: E402
 
 # Each named layer's window at a tiny size: one image, 4 channels, 8 per spatial dimension (the
@@ -83,6 +84,25 @@ def host_times(device: torch.device, cases, layouts, modes, repeats: int) -> lis
     return rows
 
 
+def log_to_mlflow(rows: list[dict], env: dict, args) -> str:
+    """One run in the 'benchmarks' experiment, as bench_pool.py logs: device and versions as
+    params, ``<case>/<layout>/<mode>/<provider>/host_us`` as metrics; returns the run id."""
+    from training import tracking  # the project's one MLflow module; seconds to import
+
+    params = dict(env, benchmark="bench_host", repeats=args.repeats, tiny_input="x".join(map(str, TINY.values())))
+    params["launch"] = "skipped (host work only)" if env["device_type"] == "cpu" else "real, unsynchronized"
+    metrics = {}
+    for row in rows:
+        key = f"{row['case']}/{row['layout']}/{row['mode']}"
+        metrics[f"{key}/ours/host_us"], metrics[f"{key}/torch/host_us"] = row["ours_us"], row["torch_us"]
+    uri = tracking.resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    with tracking.RunTracker(uri, "benchmarks", f"bench_host {env['device']}") as tracker:
+        tracker.log_params(params)
+        tracker.log_metrics(metrics, step=0)
+    print(f"MLflow: run {tracker.run_id} in experiment 'benchmarks' at {tracking.mask_uri(uri)}")
+    return tracker.run_id
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -90,22 +110,29 @@ def main(argv=None) -> int:
     parser.add_argument("--layouts", default=",".join(LAYOUTS))
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--repeats", type=int, default=20, help="timed blocks of 100 calls per provider, alternated")
+    parser.add_argument("--mlflow", action="store_true", help="log a run to the 'benchmarks' MLflow experiment")
+    parser.add_argument("--tracking-uri", help="default $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU here")
     device = torch.device(args.device)
     cases, layouts = parse_list(args.cases, CASES), parse_list(args.layouts, LAYOUTS)
     modes = parse_list(args.modes, MODES)
+    env = environment(device)
+    print(", ".join(f"{key} {value}" for key, value in env.items()))
     if device.type == "cpu":
         mp._launch = lambda spec, device: None  # host work only (see above)
         print("CPU: ours with the kernel launch skipped; torch's figure includes its kernel")
-    print(f"torch {torch.__version__}, input {TINY['batch']}x{TINY['channels']}x{TINY['size']}^dims float32")
+    print(f"input {TINY['batch']}x{TINY['channels']}x{TINY['size']}^dims float32; microseconds per call, fastest block")
     print(f"{'case':12s} {'layout':13s} {'mode':16s} {'ours us':>8s} {'torch us':>8s} {'ours - torch':>12s}")
-    for row in host_times(device, cases, layouts, modes, args.repeats):
+    rows = host_times(device, cases, layouts, modes, args.repeats)
+    for row in rows:
         print(
             f"{row['case']:12s} {row['layout']:13s} {row['mode']:16s} {row['ours_us']:8.1f} "
             f"{row['torch_us']:8.1f} {row['ours_us'] - row['torch_us']:12.1f}"
         )
+    if args.mlflow:
+        log_to_mlflow(rows, env, args)
     return 0
 
 

@@ -113,11 +113,16 @@ def test_cpu_timings_alternate_the_providers_calls(monkeypatch):
 
 
 def test_host_benchmark_times_every_mode_of_ours_and_torch(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = [sys.executable, str(BENCHMARKS / "bench_host.py"), "--cases", "seed,seq1d", "--repeats", "3"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command += ["--mlflow", "--tracking-uri", uri]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ours with the kernel launch skipped" in result.stdout
+    assert "ours with the kernel launch skipped" in result.stdout and "torch 2." in result.stdout
     rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("seed ", "seq1d "))]
     # 2 cases x 2 layouts x 4 modes: ours, torch, and their difference in microseconds.
     assert {(r[0], r[1], r[2]) for r in rows} == {
@@ -129,6 +134,14 @@ def test_host_benchmark_times_every_mode_of_ours_and_torch(tmp_path):
     for _, _, _, ours, theirs, difference in rows:
         assert float(ours) > 0 and float(theirs) > 0
         assert float(difference) == pytest.approx(float(ours) - float(theirs), abs=0.11)
+
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("benchmarks").experiment_id])
+    assert run.data.params["launch"] == "skipped (host work only)" and "torch" in run.data.params
+    assert len(run.data.metrics) == 2 * len(rows)  # ours and torch for every row
+    printed = {(r[0], r[1], r[2]): float(r[3]) for r in rows}
+    logged = run.data.metrics["seq1d/channels_last/backward/ours/host_us"]
+    assert logged == pytest.approx(printed["seq1d", "channels_last", "backward"], abs=0.051)
 
 
 def test_inspector_reports_registers_spills_and_access_widths(inspect_kernels):
