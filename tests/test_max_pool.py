@@ -389,10 +389,12 @@ def _reference_grad(dims, x, kwargs, grad):
 
 
 def _grad_tolerance(dtype, overlapping: bool) -> dict:
-    """Bitwise where each input gets at most one gradient; else summation-order rounding."""
-    if not overlapping:
+    """Bitwise where each input gets at most one gradient, and in float32/float64 everywhere (the
+    kernels add an input's gradients in PyTorch's CPU order); 16-bit sums of overlapping windows
+    are rounded once from float32, the reference once from float64: they may differ in the last bit."""
+    if not overlapping or dtype in (torch.float32, torch.float64):
         return dict(rtol=0, atol=0)
-    return dict(rtol=1e-6 if dtype in (torch.float32, torch.float64) else 2**-7, atol=0)
+    return dict(rtol=2**-7, atol=0)
 
 
 @pytest.mark.parametrize("device", DEVICES)
