@@ -1102,12 +1102,12 @@ def _backward_plan(
     grad_shape5, grad_strides5, shape5, strides5, dtype,
     kernel_size, stride, padding, dilation, device_type, int32_span_limit,
 ):  # fmt: skip
+    if device_type == "cuda" and math.prod(stride) <= PHASE_LIMIT:
+        return _phase_plan(grad_shape5, grad_strides5, shape5, strides5, dtype, kernel_size, stride, padding, dilation, int32_span_limit)
     n, c, d, h, w = shape5
     od, oh, ow = grad_shape5[2:]
     overlapping = any((k - 1) * dl >= s for k, s, dl in zip(kernel_size, stride, dilation))
     scatter = device_type != "cuda" and not overlapping
-    if device_type == "cuda" and math.prod(stride) <= PHASE_LIMIT:
-        return _phase_plan(grad_shape5, grad_strides5, shape5, strides5, dtype, kernel_size, stride, padding, dilation, int32_span_limit)
     if scatter:  # tiles over the output, like the forward
         c_inner = _tile_on_channels(c, ow, strides5[1], strides5[4], device_type)
         rows, cols = (n * od * oh * ow, c) if c_inner else (n * c * od * oh, ow)
