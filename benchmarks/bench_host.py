@@ -7,11 +7,14 @@ that host work on tiny inputs, per mode, for ours and for PyTorch eager:
 
 * CUDA: the real calls, without synchronizing: the GPU keeps up with kernels this small, so the
   wall-clock time per call is the host's;
-* CPU: ours with the kernel launch skipped (``kernels.max_pool._launch`` replaced by a no-op,
-  every other step of the call kept: argument checks, plans, allocations, autograd), since the
-  interpreter would otherwise be all there is to see; PyTorch's figure includes its CPU kernel,
-  a few microseconds at these sizes. Their difference bounds what our host path costs beyond
-  PyTorch's.
+* CPU: ours takes its CUDA host path without a GPU: every step of the call (argument checks,
+  plans, allocations, autograd) with CUDA's launch plans, then Triton's launch path through a
+  stand-in driver (stand_in_driver.py: binding, specialization, cache lookup, the launcher's
+  arguments; no driver call, no kernel). Not included: the driver's launch call and CUDA's
+  device guard, a few microseconds. A third column times the same calls with every launch
+  through Triton's own dispatch (``JITFunction.run``), which kernels.max_pool skips after a
+  plan's first launch. PyTorch's figure includes its CPU kernel, a few microseconds at these
+  sizes. The difference bounds what our host path costs beyond PyTorch's.
 
     python benchmarks/bench_host.py                 # CPU, every layer, both layouts
     python benchmarks/bench_host.py --device cuda   # on a GPU
@@ -21,6 +24,7 @@ that host work on tiny inputs, per mode, for ours and for PyTorch eager:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import sys
 import time
@@ -33,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernels.max_pool as mp  # noqa: E402
 from bench_pool import MODES, OURS, TORCH, environment, timed_call  # noqa: E402
 from cases import CASES, LAYOUTS, new_input, parse_list  # noqa: E402
+import stand_in_driver  # noqa: E402
 
 # Each named layer's window at a tiny size: one image, 4 channels, 8 per spatial dimension (the
 # seed and vgg_block windows are the same 2x2, so the seed stands for both).
@@ -66,8 +71,42 @@ def best_of_blocks(calls: dict, blocks: int, number: int = 100) -> dict[str, flo
     return best
 
 
-def host_times(device: torch.device, cases, layouts, modes, repeats: int) -> list[dict]:
-    """One row per (case, layout, mode): median microseconds per call, ours and torch's."""
+@contextlib.contextmanager
+def cuda_host_path_on_cpu():
+    """Within: ours on CPU tensors builds CUDA's launch specs and launches them through Triton's
+    CUDA launch path with the stand-in driver, through kernels.max_pool's compiled-kernel
+    shortcut; yields a switch: ``switch["triton"] = True`` sends every launch through Triton's
+    own dispatch instead."""
+    builders = {name: getattr(mp, name) for name in ("forward_launch_spec", "backward_launch_spec")}
+    launch, switch = mp._launch, {"triton": False, "through_triton": 0}
+
+    def as_cuda(builder):  # the launchers pass the device type last
+        return lambda *args: builder(*args[:-1], "cuda")
+
+    def launch_stand_in(spec, device):
+        if switch["triton"]:
+            switch["through_triton"] += 1
+            mp._KERNELS[spec.kernel][0][spec.grid](*spec.args, **spec.constexprs, num_warps=spec.num_warps)
+        else:
+            mp._launch_compiled(spec, 0)
+
+    with stand_in_driver.stand_in_cuda(record=False) as driver:
+        for name, builder in builders.items():
+            setattr(mp, name, as_cuda(builder))
+        mp._launch = launch_stand_in
+        switch["driver"] = driver
+        try:
+            yield switch
+            switch["kernels"] = len(mp._COMPILED)  # (plan, pointers) pairs compiled and cached
+        finally:
+            for name, builder in builders.items():
+                setattr(mp, name, builder)
+            mp._launch = launch
+
+
+def host_times(device: torch.device, cases, layouts, modes, repeats: int, switch: dict | None = None) -> list[dict]:
+    """One row per (case, layout, mode): microseconds per call, ours and torch's; with the CPU's
+    ``switch`` (cuda_host_path_on_cpu) also ours with every launch through Triton's dispatch."""
     rows = []
     for name in cases:
         case = CASES[name]
@@ -78,10 +117,23 @@ def host_times(device: torch.device, cases, layouts, modes, repeats: int) -> lis
                 for provider, fn in (("ours", OURS[case.dims]), ("torch", TORCH[case.dims])):
                     call, _ = timed_call(lambda t, fn=fn: fn(t, **case.pool_kwargs), x, mode)
                     calls[provider] = call
+                if switch is not None:
+                    calls["ours_triton"] = lambda call=calls["ours"]: _through_triton(switch, call)
                 timings = best_of_blocks(calls, repeats)
-                ours, theirs = timings["ours"], timings["torch"]
-                rows.append(dict(case=name, layout=layout, mode=mode, ours_us=round(ours, 1), torch_us=round(theirs, 1)))
+                row = dict(case=name, layout=layout, mode=mode, ours_us=round(timings["ours"], 1))
+                row["torch_us"] = round(timings["torch"], 1)
+                if switch is not None:
+                    row["ours_triton_us"] = round(timings["ours_triton"], 1)
+                rows.append(row)
     return rows
+
+
+def _through_triton(switch: dict, call) -> None:
+    switch["triton"] = True
+    try:
+        call()
+    finally:
+        switch["triton"] = False
 
 
 def log_to_mlflow(rows: list[dict], env: dict, args) -> str:
@@ -90,11 +142,14 @@ def log_to_mlflow(rows: list[dict], env: dict, args) -> str:
     from training import tracking  # the project's one MLflow module; seconds to import
 
     params = dict(env, benchmark="bench_host", repeats=args.repeats, tiny_input="x".join(map(str, TINY.values())))
-    params["launch"] = "skipped (host work only)" if env["device_type"] == "cpu" else "real, unsynchronized"
+    cpu = "CUDA host path, Triton's launch path through a stand-in driver (no kernel)"
+    params["launch"] = cpu if env["device_type"] == "cpu" else "real, unsynchronized"
     metrics = {}
     for row in rows:
         key = f"{row['case']}/{row['layout']}/{row['mode']}"
         metrics[f"{key}/ours/host_us"], metrics[f"{key}/torch/host_us"] = row["ours_us"], row["torch_us"]
+        if "ours_triton_us" in row:
+            metrics[f"{key}/ours_triton_dispatch/host_us"] = row["ours_triton_us"]
     uri = tracking.resolve_tracking_uri(args.tracking_uri, Path.cwd())
     with tracking.RunTracker(uri, "benchmarks", f"bench_host {env['device']}") as tracker:
         tracker.log_params(params)
@@ -120,16 +175,30 @@ def main(argv=None) -> int:
     modes = parse_list(args.modes, MODES)
     env = environment(device)
     print(", ".join(f"{key} {value}" for key, value in env.items()))
-    if device.type == "cpu":
-        mp._launch = lambda spec, device: None  # host work only (see above)
-        print("CPU: ours with the kernel launch skipped; torch's figure includes its kernel")
-    print(f"input {TINY['batch']}x{TINY['channels']}x{TINY['size']}^dims float32; microseconds per call, fastest block")
-    print(f"{'case':12s} {'layout':13s} {'mode':16s} {'ours us':>8s} {'torch us':>8s} {'ours - torch':>12s}")
-    rows = host_times(device, cases, layouts, modes, args.repeats)
+    with contextlib.ExitStack() as stack:
+        switch = None
+        if device.type == "cpu":
+            switch = stack.enter_context(cuda_host_path_on_cpu())
+            print(
+                "CPU: ours takes its CUDA host path, launching through Triton with a stand-in driver (no kernel); "
+                "'ours, triton' sends every launch through Triton's dispatch; torch's figure includes its kernel"
+            )
+        print(f"input {TINY['batch']}x{TINY['channels']}x{TINY['size']}^dims float32; microseconds per call, fastest block")
+        extra = f" {'ours, triton':>12s}" if switch is not None else ""
+        print(f"{'case':12s} {'layout':13s} {'mode':16s} {'ours us':>8s} {'torch us':>8s} {'ours - torch':>12s}{extra}")
+        rows = host_times(device, cases, layouts, modes, args.repeats, switch)
     for row in rows:
+        extra = f" {row['ours_triton_us']:12.1f}" if "ours_triton_us" in row else ""
         print(
             f"{row['case']:12s} {row['layout']:13s} {row['mode']:16s} {row['ours_us']:8.1f} "
-            f"{row['torch_us']:8.1f} {row['ours_us'] - row['torch_us']:12.1f}"
+            f"{row['torch_us']:8.1f} {row['ours_us'] - row['torch_us']:12.1f}{extra}"
+        )
+    if switch is not None:
+        launched, through_triton = switch["driver"].launched, switch["through_triton"]
+        print(
+            f"launches: {launched - through_triton} by kernels.max_pool (the first of each of its {switch['kernels']} "
+            f"kernels, compiled for sm_{stand_in_driver.CAPABILITY}, through Triton's dispatch, the others through "
+            f"the compiled-kernel shortcut), {through_triton} through Triton's dispatch ('ours, triton')"
         )
     if args.mlflow:
         log_to_mlflow(rows, env, args)

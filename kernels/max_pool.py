@@ -27,6 +27,7 @@ custom ops with autograd (and the eager path beside them) -> functional API -> n
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from types import MappingProxyType
 from typing import Mapping, NamedTuple, Sequence
@@ -1186,17 +1187,49 @@ def _phase_plan(
 
 
 def _launch(spec: LaunchSpec, device: torch.device) -> None:
-    compiled, interpreted = _KERNELS[spec.kernel]
     if device.type == "cuda":
         with torch.cuda.device(device):
-            compiled[spec.grid](*spec.args, **spec.constexprs, num_warps=spec.num_warps)
+            _launch_compiled(spec, device.index)
     elif device.type == "cpu":
         # Triton's interpreter, with vectorized loads, stores, pointer additions and selects,
         # programs after the second replayed, and without its int32 overflow re-check: our
         # offsets are kept in range by INT64 (tested at 2**31).
-        interpreter.launch(interpreted, spec.grid, spec.args, spec.constexprs)
+        interpreter.launch(_KERNELS[spec.kernel][1], spec.grid, spec.args, spec.constexprs)
     else:
         raise RuntimeError(f"tritonpool max pooling runs on CUDA and CPU tensors, got a {device.type} tensor")
+
+
+# Calling a jit function costs 30-50 us of host time per launch (Triton binds our ~50 arguments,
+# specializes each and hashes the lot into its cache key; benchmarks/bench_host.py), more than a
+# small layer's whole kernel takes on a GPU. Everything in that key is fixed by the launch plan
+# but the pointers' dtypes and 16-byte alignment, so a plan's first launch on a device goes
+# through Triton, and later ones with the same pointers call the kernel it returned, the way
+# JITFunction.run ends: CompiledKernel[grid](*every argument), the same in Triton 3.3 to 3.8.
+_PARAMETERS = {name: tuple(inspect.signature(fn.fn).parameters) for name, (fn, _) in _KERNELS.items()}
+_POINTERS = {name: sum(p.endswith("_ptr") for p in params) for name, params in _PARAMETERS.items()}
+_COMPILED: dict[tuple, tuple] = {}  # (kernel, plan, warps, device, pointers) -> (plan's constexprs, kernel, their values)
+_COMPILED_LIMIT = 4096  # as many as the plans' memo keeps
+
+
+def _launch_compiled(spec: LaunchSpec, device_index: int) -> None:
+    """Launch ``spec`` on the current CUDA device (``device_index``) through Triton's JIT once,
+    then through the compiled kernel it returned."""
+    pointers = tuple((t.dtype, t.data_ptr() % 16 == 0) for t in spec.args[: _POINTERS[spec.kernel]])
+    # A plan is its constexprs mapping (memoized plans return the same object): keyed by
+    # identity, and the entry holds the mapping, so the id cannot be reused while cached.
+    key = (spec.kernel, id(spec.constexprs), spec.num_warps, device_index, pointers)
+    cached = _COMPILED.get(key)
+    if cached is not None and cached[0] is spec.constexprs:
+        cached[1][(*spec.grid, 1, 1)[:3]](*spec.args, *cached[2])
+        return
+    jit_fn = _KERNELS[spec.kernel][0]
+    kernel = jit_fn[spec.grid](*spec.args, **spec.constexprs, num_warps=spec.num_warps)
+    if kernel is None:  # not a compiled kernel (a Triton that returns nothing): no shortcut
+        return
+    if len(_COMPILED) >= _COMPILED_LIMIT:
+        _COMPILED.clear()
+    constants = tuple(spec.constexprs[name] for name in _PARAMETERS[spec.kernel][len(spec.args) :])
+    _COMPILED[key] = (spec.constexprs, kernel, constants)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,23 +123,30 @@ def test_host_benchmark_times_every_mode_of_ours_and_torch(tmp_path):
     env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ours with the kernel launch skipped" in result.stdout and "torch 2." in result.stdout
+    assert "ours takes its CUDA host path" in result.stdout and "torch 2." in result.stdout
     rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("seed ", "seq1d "))]
-    # 2 cases x 2 layouts x 4 modes: ours, torch, and their difference in microseconds.
+    # 2 cases x 2 layouts x 4 modes: ours, torch, their difference, ours through Triton's dispatch.
     assert {(r[0], r[1], r[2]) for r in rows} == {
         (case, layout, mode)
         for case in ("seed", "seq1d")
         for layout in ("contiguous", "channels_last")
         for mode in ("forward", "forward_train", "backward", "forward_backward")
     }
-    for _, _, _, ours, theirs, difference in rows:
-        assert float(ours) > 0 and float(theirs) > 0
+    for _, _, _, ours, theirs, difference, ours_triton in rows:
+        assert float(ours) > 0 and float(theirs) > 0 and float(ours_triton) > 0
         assert float(difference) == pytest.approx(float(ours) - float(theirs), abs=0.11)
+    # Every call of ours launched through the stand-in driver: per layout and case, 3 kernels
+    # (forward, forward saving the taps, backward), each through Triton's dispatch once and then
+    # through the shortcut; the third column through Triton's dispatch every time. seq1d's two
+    # layouts share one backward plan: 1D outputs (and so their gradients) are contiguous in both.
+    (launches,) = [line for line in result.stdout.splitlines() if line.startswith("launches:")]
+    ours_launches, kernels, triton_launches = map(int, re.findall(r"\d+", launches.replace("sm_90", ""))[:3])
+    assert kernels == 2 * 2 * 3 - 1 and ours_launches > 10 * kernels and triton_launches > 10 * kernels
 
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("benchmarks").experiment_id])
-    assert run.data.params["launch"] == "skipped (host work only)" and "torch" in run.data.params
-    assert len(run.data.metrics) == 2 * len(rows)  # ours and torch for every row
+    assert run.data.params["launch"].startswith("CUDA host path") and "torch" in run.data.params
+    assert len(run.data.metrics) == 3 * len(rows)  # ours, torch and ours through Triton's dispatch, every row
     printed = {(r[0], r[1], r[2]): float(r[3]) for r in rows}
     logged = run.data.metrics["seq1d/channels_last/backward/ours/host_us"]
     assert logged == pytest.approx(printed["seq1d", "channels_last", "backward"], abs=0.051)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -48,3 +51,75 @@ def test_kernel_variants_compile_for_sm80_and_sm90(dims, dtype, layout, kernel):
         compiled = compile_launch(spec, capability)
         assert f".target sm_{capability}" in compiled.asm["ptx"]
         assert len(compiled.asm["cubin"]) > 0
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled-kernel shortcut of CUDA launches, through Triton's real launch path (the driver
+# alone stands in: benchmarks/stand_in_driver.py)
+# --------------------------------------------------------------------------------------------
+
+
+def _launch_spec(kernel: str, misaligned: bool):
+    """A float16 launch; ``misaligned`` moves one pointer 2 bytes off 16 (same sizes and strides,
+    so the same plan: only Triton's alignment specialization tells them apart)."""
+    shape = (2, 16, 12, 20)
+    storage = torch.empty(math.prod(shape) + 1, dtype=torch.float16)
+    x = storage[int(misaligned) :][: math.prod(shape)].view(shape)
+    geometry = ([3, 3], [3, 3] if kernel == "backward_gather" else [2, 2], [1, 1], [1, 1])
+    outputs = [mp.pool_output_size(n, 3, geometry[1][0], 1)[0] for n in shape[2:]]
+    out, code, _ = mp._forward_outputs(torch.empty(shape, dtype=torch.float16), outputs, geometry[0], False, True, False)
+    if kernel == "forward":
+        return mp.forward_launch_spec(x, out, code, None, *geometry, "cuda")
+    spec = mp.backward_launch_spec(out, code, x, *geometry, "cuda")  # x as the gradient written
+    assert spec.kernel == ("backward" if kernel == "backward_gather" else "backward_phase")
+    return spec
+
+
+def _same_launch(ours: tuple, triton_s: tuple) -> bool:
+    """Two launcher calls' arguments: grid, stream, function, metadata, hooks, every argument."""
+    if len(ours) != len(triton_s):
+        return False
+    for a, b in zip(ours, triton_s):
+        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+            same = a is b
+        elif type(a).__name__ == "LazyDict":  # launch metadata, built afresh for every launch
+            same = type(b) is type(a) and vars(a) == vars(b)
+        else:
+            same = a == b
+        if not same:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("kernel", ["forward", "backward", "backward_gather"])
+def test_cached_launch_calls_the_kernel_tritons_dispatch_picks_with_its_arguments(kernel, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from stand_in_driver import stand_in_cuda
+
+    with stand_in_cuda() as driver:
+        jit_fn = mp._KERNELS[_launch_spec(kernel, False).kernel][0]
+        through_triton = []
+        run = jit_fn.run
+        monkeypatch.setattr(jit_fn, "run", lambda *a, **k: (through_triton.append(1), run(*a, **k))[1])
+        picked = {}
+        for misaligned in (False, True):
+            spec = _launch_spec(kernel, misaligned)
+            before = len(through_triton)
+            for _ in range(3):
+                mp._launch_compiled(spec, 0)
+            # The first launch went through Triton's dispatch, the others through the shortcut.
+            assert len(through_triton) == before + 1 and len(driver.launches) == 3 * (1 + misaligned) + misaligned
+            ours = driver.launches[-1]
+            picked[misaligned] = jit_fn[spec.grid](*spec.args, **spec.constexprs, num_warps=spec.num_warps)
+            assert _same_launch(ours, driver.launches[-1])
+            assert sum(kernel is picked[misaligned] for _, kernel, _ in mp._COMPILED.values()) == 1
+        # A pointer off 16 bytes is a different specialization, hence a different kernel.
+        assert picked[True] is not picked[False]
+        assert len(mp._COMPILED) == 2
+
+        # An equal plan that is not the memoized one (its id may be a freed plan's) is not trusted.
+        spec = _launch_spec(kernel, False)
+        before = len(through_triton)
+        mp._launch_compiled(spec._replace(constexprs=dict(spec.constexprs)), 0)
+        assert len(through_triton) == before + 1
+    assert not mp._COMPILED  # nothing compiled against the stand-in outlives it

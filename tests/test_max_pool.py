@@ -856,6 +856,29 @@ def test_offsets_beyond_int32_on_cuda(layout):
         torch.testing.assert_close(g[:, c : c + 1], ref_g, **_grad_tolerance(torch.float16, True), msg=f"channel {c}")
 
 
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_cuda_launches_of_one_plan_with_aligned_and_misaligned_pointers(dtype):
+    """Repeated launches of a plan skip Triton's dispatch and call the kernel it compiled, which
+    assumed the pointers' 16-byte alignment: an input and an output gradient one element off 16
+    bytes, with the same sizes and strides (the same plans), must get their own kernels. Each is called several times on
+    fresh data, alternating, and compared with PyTorch's."""
+    shape, kwargs = (4, 8, 30, 34), dict(kernel_size=3, stride=2, padding=1)
+    storage = torch.empty(math.prod(shape) + 1, device="cuda", dtype=dtype)
+    inputs = {off: storage[off : off + math.prod(shape)].view(shape) for off in (0, 1)}
+    assert inputs[1].data_ptr() % 16 != 0 and inputs[0].stride() == inputs[1].stride()
+    for seed in range(3):
+        for off, x in inputs.items():
+            x.copy_(_cuda_random(shape, dtype, seed=10 * seed + off))
+            xg = x.detach().requires_grad_(True)
+            out = kernels.max_pool2d(xg, **kwargs)
+            assert _same_bits(out, F.max_pool2d(x, **kwargs)), f"seed {seed}, offset {off}"
+            grad_storage = torch.empty(out.numel() + 1, device="cuda", dtype=dtype)  # the backward's too
+            grad = grad_storage[off : off + out.numel()].view(out.shape).copy_(_cuda_random(out.shape, dtype, 99))
+            (g,) = torch.autograd.grad(out, xg, grad)
+            torch.testing.assert_close(g, _reference_grad(2, x, kwargs, grad), **_grad_tolerance(dtype, True))
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_cuda_grids_fit_the_launch_limits(layout):
     """One 16400 x 16400 plane is 2.1 million tiles: CUDA caps grid axes 1 and 2 at 65,535
