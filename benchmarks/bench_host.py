@@ -72,32 +72,38 @@ def best_of_blocks(calls: dict, blocks: int, number: int = 100) -> dict[str, flo
 
 
 @contextlib.contextmanager
-def cuda_host_path_on_cpu():
-    """Within: ours on CPU tensors builds CUDA's launch specs and launches them through Triton's
-    CUDA launch path with the stand-in driver, through kernels.max_pool's compiled-kernel
-    shortcut; yields a switch: ``switch["triton"] = True`` sends every launch through Triton's
-    own dispatch instead."""
+def launch_switch(device: torch.device):
+    """Within: ours launches on CUDA through kernels.max_pool's compiled-kernel shortcut, as it
+    does, unless ``switch["triton"]``: then every launch goes through Triton's own dispatch.
+    On CPU, ours also takes its CUDA host path: CUDA's launch specs, launched through Triton's
+    CUDA launch path with the stand-in driver. Yields the switch; on exit it holds
+    ``through_triton`` (launches) and ``kernels`` (what the shortcut cached)."""
     builders = {name: getattr(mp, name) for name in ("forward_launch_spec", "backward_launch_spec")}
     launch, switch = mp._launch, {"triton": False, "through_triton": 0}
 
     def as_cuda(builder):  # the launchers pass the device type last
         return lambda *args: builder(*args[:-1], "cuda")
 
-    def launch_stand_in(spec, device):
+    def launch_cuda(spec, device_index):
         if switch["triton"]:
             switch["through_triton"] += 1
             mp._KERNELS[spec.kernel][0][spec.grid](*spec.args, **spec.constexprs, num_warps=spec.num_warps)
         else:
-            mp._launch_compiled(spec, 0)
+            mp._launch_compiled(spec, device_index)
 
-    with stand_in_driver.stand_in_cuda(record=False) as driver:
-        for name, builder in builders.items():
-            setattr(mp, name, as_cuda(builder))
-        mp._launch = launch_stand_in
-        switch["driver"] = driver
+    def launch_on_device(spec, device):  # kernels.max_pool._launch's CUDA branch
+        with torch.cuda.device(device):
+            launch_cuda(spec, device.index)
+
+    with contextlib.ExitStack() as stack:
+        if device.type == "cpu":
+            switch["driver"] = stack.enter_context(stand_in_driver.stand_in_cuda(record=False))
+            for name, builder in builders.items():
+                setattr(mp, name, as_cuda(builder))
+        mp._launch = launch_on_device if device.type == "cuda" else lambda spec, _: launch_cuda(spec, 0)
         try:
             yield switch
-            switch["kernels"] = len(mp._COMPILED)  # (plan, pointers) pairs compiled and cached
+            switch["kernels"] = len(mp._COMPILED)
         finally:
             for name, builder in builders.items():
                 setattr(mp, name, builder)
@@ -105,8 +111,8 @@ def cuda_host_path_on_cpu():
 
 
 def host_times(device: torch.device, cases, layouts, modes, repeats: int, switch: dict | None = None) -> list[dict]:
-    """One row per (case, layout, mode): microseconds per call, ours and torch's; with the CPU's
-    ``switch`` (cuda_host_path_on_cpu) also ours with every launch through Triton's dispatch."""
+    """One row per (case, layout, mode): microseconds per call, ours and torch's; with a
+    ``switch`` (launch_switch) also ours with every launch through Triton's dispatch."""
     rows = []
     for name in cases:
         case = CASES[name]
@@ -175,31 +181,30 @@ def main(argv=None) -> int:
     modes = parse_list(args.modes, MODES)
     env = environment(device)
     print(", ".join(f"{key} {value}" for key, value in env.items()))
-    with contextlib.ExitStack() as stack:
-        switch = None
-        if device.type == "cpu":
-            switch = stack.enter_context(cuda_host_path_on_cpu())
-            print(
-                "CPU: ours takes its CUDA host path, launching through Triton with a stand-in driver (no kernel); "
-                "'ours, triton' sends every launch through Triton's dispatch; torch's figure includes its kernel"
-            )
-        print(f"input {TINY['batch']}x{TINY['channels']}x{TINY['size']}^dims float32; microseconds per call, fastest block")
-        extra = f" {'ours, triton':>12s}" if switch is not None else ""
-        print(f"{'case':12s} {'layout':13s} {'mode':16s} {'ours us':>8s} {'torch us':>8s} {'ours - torch':>12s}{extra}")
+    if device.type == "cpu":
+        print(
+            "CPU: ours takes its CUDA host path, launching through Triton with a stand-in driver (no kernel); "
+            "torch's figure includes its kernel"
+        )
+    print("'ours, triton': ours with every launch through Triton's dispatch (ours skips it after a plan's first)")
+    print(f"input {TINY['batch']}x{TINY['channels']}x{TINY['size']}^dims float32; microseconds per call, fastest block")
+    print(f"{'case':12s} {'layout':13s} {'mode':16s} {'ours us':>8s} {'torch us':>8s} {'ours - torch':>12s} {'ours, triton':>12s}")
+    with launch_switch(device) as switch:
         rows = host_times(device, cases, layouts, modes, args.repeats, switch)
     for row in rows:
-        extra = f" {row['ours_triton_us']:12.1f}" if "ours_triton_us" in row else ""
         print(
             f"{row['case']:12s} {row['layout']:13s} {row['mode']:16s} {row['ours_us']:8.1f} "
-            f"{row['torch_us']:8.1f} {row['ours_us'] - row['torch_us']:12.1f}{extra}"
+            f"{row['torch_us']:8.1f} {row['ours_us'] - row['torch_us']:12.1f} {row['ours_triton_us']:12.1f}"
         )
-    if switch is not None:
-        launched, through_triton = switch["driver"].launched, switch["through_triton"]
-        print(
-            f"launches: {launched - through_triton} by kernels.max_pool (the first of each of its {switch['kernels']} "
-            f"kernels, compiled for sm_{stand_in_driver.CAPABILITY}, through Triton's dispatch, the others through "
-            f"the compiled-kernel shortcut), {through_triton} through Triton's dispatch ('ours, triton')"
-        )
+    through_triton, kernels = switch["through_triton"], switch["kernels"]
+    if "driver" in switch:  # CPU: the stand-in driver counted every launch
+        ours = f"{switch['driver'].launched - through_triton} by ours"
+    else:
+        ours = "ours"
+    print(
+        f"launches: {ours} (the first of each of its {kernels} compiled kernels through Triton's dispatch, "
+        f"the others through the compiled-kernel shortcut), {through_triton} through Triton's dispatch ('ours, triton')"
+    )
     if args.mlflow:
         log_to_mlflow(rows, env, args)
     return 0

@@ -1091,7 +1091,7 @@ def backward_launch_spec(
     """
     (g_shape, g_strides), (i_shape, i_strides) = _sizes_5d(grad_out), _sizes_5d(grad_in)
     kernel, bases, rows, cols, grid, constexprs, warps = _backward_plan(
-        g_shape, g_strides, i_shape, i_strides, grad_in.dtype,
+        g_shape, g_strides, i_shape, i_strides, grad_in.dtype, code.dtype,
         tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), device_type, INT32_SPAN_LIMIT,
     )  # fmt: skip
     args = (grad_out, code, grad_in, *i_shape[1:], *g_shape[2:], *g_strides, *i_strides, *bases, rows, cols)
@@ -1100,9 +1100,11 @@ def backward_launch_spec(
 
 @_memo
 def _backward_plan(
-    grad_shape5, grad_strides5, shape5, strides5, dtype,
+    grad_shape5, grad_strides5, shape5, strides5, dtype, code_dtype,
     kernel_size, stride, padding, dilation, device_type, int32_span_limit,
 ):  # fmt: skip
+    # code_dtype is only part of the key: a plan fixes the dtype of every tensor it launches on
+    # (_launch_compiled relies on it), and the custom op takes the code from its caller.
     if device_type == "cuda" and math.prod(stride) <= PHASE_LIMIT:
         return _phase_plan(grad_shape5, grad_strides5, shape5, strides5, dtype, kernel_size, stride, padding, dilation, int32_span_limit)
     n, c, d, h, w = shape5
@@ -1202,22 +1204,23 @@ def _launch(spec: LaunchSpec, device: torch.device) -> None:
 # Calling a jit function costs 30-50 us of host time per launch (Triton binds our ~50 arguments,
 # specializes each and hashes the lot into its cache key; benchmarks/bench_host.py), more than a
 # small layer's whole kernel takes on a GPU. Everything in that key is fixed by the launch plan
-# but the pointers' dtypes and 16-byte alignment, so a plan's first launch on a device goes
-# through Triton, and later ones with the same pointers call the kernel it returned, the way
-# JITFunction.run ends: CompiledKernel[grid](*every argument), the same in Triton 3.3 to 3.8.
+# (sizes, strides, dtypes, pooling arguments) but the pointers' 16-byte alignment, so a plan's
+# first launch on a device goes through Triton, and later ones with the same alignment call the
+# kernel it returned, the way JITFunction.run ends: CompiledKernel[grid](*every argument), the
+# same in Triton 3.3 to 3.8.
 _PARAMETERS = {name: tuple(inspect.signature(fn.fn).parameters) for name, (fn, _) in _KERNELS.items()}
 _POINTERS = {name: sum(p.endswith("_ptr") for p in params) for name, params in _PARAMETERS.items()}
-_COMPILED: dict[tuple, tuple] = {}  # (kernel, plan, warps, device, pointers) -> (plan's constexprs, kernel, their values)
+_COMPILED: dict[tuple, tuple] = {}  # (kernel, plan, warps, device, alignment) -> (plan's constexprs, kernel, their values)
 _COMPILED_LIMIT = 4096  # as many as the plans' memo keeps
 
 
 def _launch_compiled(spec: LaunchSpec, device_index: int) -> None:
     """Launch ``spec`` on the current CUDA device (``device_index``) through Triton's JIT once,
     then through the compiled kernel it returned."""
-    pointers = tuple((t.dtype, t.data_ptr() % 16 == 0) for t in spec.args[: _POINTERS[spec.kernel]])
+    aligned = tuple([t.data_ptr() & 15 == 0 for t in spec.args[: _POINTERS[spec.kernel]]])
     # A plan is its constexprs mapping (memoized plans return the same object): keyed by
     # identity, and the entry holds the mapping, so the id cannot be reused while cached.
-    key = (spec.kernel, id(spec.constexprs), spec.num_warps, device_index, pointers)
+    key = (spec.kernel, id(spec.constexprs), spec.num_warps, device_index, aligned)
     cached = _COMPILED.get(key)
     if cached is not None and cached[0] is spec.constexprs:
         cached[1][(*spec.grid, 1, 1)[:3]](*spec.args, *cached[2])

@@ -140,7 +140,7 @@ def test_host_benchmark_times_every_mode_of_ours_and_torch(tmp_path):
     # through the shortcut; the third column through Triton's dispatch every time. seq1d's two
     # layouts share one backward plan: 1D outputs (and so their gradients) are contiguous in both.
     (launches,) = [line for line in result.stdout.splitlines() if line.startswith("launches:")]
-    ours_launches, kernels, triton_launches = map(int, re.findall(r"\d+", launches.replace("sm_90", ""))[:3])
+    ours_launches, kernels, triton_launches = map(int, re.findall(r"\d+", launches)[:3])
     assert kernels == 2 * 2 * 3 - 1 and ours_launches > 10 * kernels and triton_launches > 10 * kernels
 
     client = MlflowClient(tracking_uri=uri)

@@ -123,3 +123,19 @@ def test_cached_launch_calls_the_kernel_tritons_dispatch_picks_with_its_argument
         mp._launch_compiled(spec._replace(constexprs=dict(spec.constexprs)), 0)
         assert len(through_triton) == before + 1
     assert not mp._COMPILED  # nothing compiled against the stand-in outlives it
+
+
+def test_a_plan_fixes_the_dtype_of_every_tensor_it_launches_on():
+    """The shortcut keys on the plan, so a tensor of another dtype must mean another plan: the
+    backward's code comes from the custom op's caller, and may be any integer type."""
+    x = torch.empty((2, 16, 12, 20), dtype=torch.float16)
+    geometry = ([3, 3], [2, 2], [1, 1], [1, 1])
+    out, code, _ = mp._forward_outputs(x, [6, 10], geometry[0], False, True, False)
+    plans = {
+        (grad.dtype, taps.dtype): mp.backward_launch_spec(grad, taps, torch.empty_like(x, dtype=grad.dtype), *geometry, "cuda").constexprs
+        for grad in (out, out.float())
+        for taps in (code, code.int())
+    }
+    assert len({id(plan) for plan in plans.values()}) == 4
+    again = mp.backward_launch_spec(out, code.clone(), torch.empty_like(x), *geometry, "cuda").constexprs
+    assert again is plans[torch.float16, code.dtype]  # memoized: the same plan for the same dtypes
