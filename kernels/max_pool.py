@@ -310,6 +310,7 @@ def _max_pool_forward_kernel(
     ACC: tl.constexpr,  # compare in float32 (float64 for float64 inputs)
     VEC: tl.constexpr,  # (C_INNER) columns a thread takes: one 128-bit access of values
     NC_UNIFORM: tl.constexpr,  # (not C_INNER) n's strides are C times c's in both tensors
+    PAIR_W: tl.constexpr,  # (CUDA, not C_INNER, STR_W == 2) load inputs 2*ow and 2*ow + 1 as one access
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
 ):
     pid = tl.program_id(0)
@@ -414,6 +415,17 @@ def _max_pool_forward_kernel(
                 ok_dhw = ok_dh & in_cols  # shared by the taps along W
             if FLAT_HW:  # (CUDA only) one full tile of row pointers, shared by the taps along W
                 ptr_dh = x_ptr + (off_d + ih * sxh)
+            if PAIR_W:
+                # At stride 2 along W, the taps at 2*ow and 2*ow + 1 (which a 2x2 window has both
+                # of, a 3x3 window padded by 1 its last two) come from one 32-bit load for 16-bit
+                # types (64-bit for float32) instead of two scalar loads, split in registers.
+                pw = (w0 + PAD_W)[:, :, None] + tl.arange(0, 2)[None, None, :]
+                if FLAT_HW:
+                    pair_ptrs = ptr_dh[:, :, None] + pw * sxw
+                else:
+                    pair_ptrs = (x_cols + pw * sxw) + (off_d + ih * sxh)[:, :, None]
+                pair_ok = (ok_dh & in_cols)[:, :, None] & (pw < W)
+                even, odd = tl.split(tl.load(pair_ptrs, mask=pair_ok, other=float("-inf")))
             for kw in tl.static_range(K_W):
                 iw = w0 + kw * DIL_W
                 if C_INNER:  # (d, h, w) along the rows
@@ -430,7 +442,12 @@ def _max_pool_forward_kernel(
                         ok_dhw = ok_dh & ((iw >= 0) & (iw < W) & in_cols)
                 ok = ok_dhw
                 # Masked taps (padding, outside the tile) read -inf, which never wins.
-                v = tl.load(ptrs, mask=ok, other=float("-inf")).to(ACC)
+                if PAIR_W and kw * DIL_W - PAD_W == 0:
+                    v = even.to(ACC)
+                elif PAIR_W and kw * DIL_W - PAD_W == 1:
+                    v = odd.to(ACC)
+                else:
+                    v = tl.load(ptrs, mask=ok, other=float("-inf")).to(ACC)
                 if kd + kh + kw == 0:
                     # Against the initial -inf the first tap always wins (or ties at -inf, and
                     # then arg already holds tap0): no compare needed.
@@ -932,6 +949,15 @@ def _nc_uniform(shape5: Sequence[int], *strides5: Sequence[int]) -> bool:
     return n == 1 or all(s[0] == c * s[1] for s in strides5)
 
 
+def _pairs_aligned(strides5: Sequence[int]) -> bool:
+    """Whether the CUDA forward along W at stride 2 loads inputs 2*ow and 2*ow + 1 as one access:
+    W must be contiguous and Triton must see every other stride as a multiple of 16 elements
+    (ints it specializes so), or it cannot prove the pair aligned; then it would load the pair as
+    two elements and move them between threads to split them (2 layout conversions; slower than
+    loading every tap alone, benchmarks/inspect_kernels.py)."""
+    return strides5[4] == 1 and all(s % 16 == 0 for s in strides5[:4])
+
+
 def _span_of(shape: Sequence[int], strides: Sequence[int]) -> int:
     """Elements from a tensor's first to its last, plus one: what its offsets must reach."""
     return 1 + sum((size - 1) * abs(stride) for size, stride in zip(shape, strides) if size > 0)
@@ -1074,6 +1100,7 @@ def _forward_plan(
         EDGE_D=edges[0], EDGE_H=edges[1], EDGE_W=edges[2],
         WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(dtype), VEC=min(16 // dtype.itemsize, block_n),
         NC_UNIFORM=_nc_uniform(shape5, strides5, out_strides5),
+        PAIR_W=device_type == "cuda" and not c_inner and _pad3(stride, 1)[2] == 2 and _pairs_aligned(strides5),
         BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     return rows, cols, _grid(rows, cols, block_m, block_n), MappingProxyType(constexprs), warps

@@ -291,7 +291,8 @@ def test_sector_counts_show_what_a_layout_costs_a_strided_gather(inspect_kernels
 
 
 def test_traced_accesses_are_the_kernels_own(inspect_kernels):
-    """One program of a CUDA forward, run by the interpreter: 9 taps of x, then out, as laid out."""
+    """One program of a CUDA forward, run by the interpreter: the 9 taps of x (per window row, a
+    pair loaded together and one tap alone), then out, as laid out."""
     import numpy as np
     import torch
     from cases import CASES
@@ -299,7 +300,8 @@ def test_traced_accesses_are_the_kernels_own(inspect_kernels):
     spec = inspect_kernels.cuda_launch_spec(CASES["resnet_stem"], torch.float16, "contiguous", "fwd")
     program = inspect_kernels.middle_program(spec)
     accesses = inspect_kernels.traced_accesses(spec, program)
-    assert [a.kind for a in accesses] == ["ld"] * 9 + ["st"]
+    assert [a.kind for a in accesses] == ["ld"] * 6 + ["st"]
+    assert [a.offsets.shape[2:] for a in accesses[:6]] == [(2,), ()] * 3  # the pair, then the tap at 2 * ow - 1
     sites = {(kind, line): tensor for kind, line, _, tensor in inspect_kernels.access_sites(inspect_kernels.mp._KERNELS["forward"][0])}
     assert {sites[a.kind, a.line] for a in accesses} == {"x", "out"}
     store = accesses[-1]

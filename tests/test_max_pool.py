@@ -715,6 +715,58 @@ def test_modules_reject_invalid_arguments_at_construction(args, kwargs, message)
 # --------------------------------------------------------------------------------------------
 
 
+# Windows at stride 2 along W by the input positions they tap relative to 2 * ow: the CUDA
+# forward loads 2 * ow and 2 * ow + 1 as one pair and every other tap alone.
+PAIR_CONFIGS = {
+    "k2": dict(kernel_size=2),  # 0, 1: both halves of the pair
+    "k3s2p1": dict(kernel_size=3, stride=2, padding=1),  # -1 alone, then 0, 1
+    "k3s2p1_ceil": dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),  # the last pair past W
+    "k3s2d2p1": dict(kernel_size=3, stride=2, padding=1, dilation=2),  # -1, 1, 3: the odd half only
+    "k1s2": dict(kernel_size=1, stride=2),  # 0: the even half only
+    "k5s2p2": dict(kernel_size=5, stride=2, padding=2),  # -2, -1, 0, 1, 2
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("config", list(PAIR_CONFIGS))
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_cuda_forward_loads_pairs_along_w_at_stride_2(dims, config, dtype):
+    """The CUDA forward's paired loads give PyTorch's values and indices bit for bit, with ties,
+    NaNs and -inf in the windows, through the interpreter."""
+    shape = {1: (2, 3, 32), 2: (2, 3, 5, 32), 3: (2, 2, 3, 4, 48)}[dims]  # every stride a multiple of 16
+    values = torch.round(_random(shape, torch.float64, "cpu", seed=dims) * 2) / 2  # ties
+    values.view(-1)[::7] = float("nan")
+    values.view(-1)[3::11] = float("-inf")
+    x = values.to(dtype)
+    kwargs = PAIR_CONFIGS[config]
+    ref, ref_idx = TORCH[dims](x.float() if dtype == torch.float16 else x, **kwargs, return_indices=True)
+    k, s, p, d = (mp._as_tuple("", "", kwargs.get(name, default), dims) for name, default in
+                  [("kernel_size", None), ("stride", kwargs["kernel_size"]), ("padding", 0), ("dilation", 1)])  # fmt: skip
+    for save_code, return_indices in [(False, False), (True, True)]:
+        out, code, idx = mp._forward_outputs(x, ref.shape[2:], k, False, save_code, return_indices)
+        forward = mp.forward_launch_spec(x, out, code, idx, k, s, p, d, "cuda")
+        assert forward.constexprs["PAIR_W"]
+        mp._launch(forward, x.device)
+        assert _same_bits(out, ref.to(dtype))
+        if return_indices:
+            assert torch.equal(idx, ref_idx)
+
+
+def test_cuda_forward_pairs_only_what_triton_can_prove_aligned():
+    geometry = ([3, 3], [2, 2], [1, 1], [1, 1])
+
+    def pairs(x, stride=(2, 2)):
+        out, code, _ = mp._forward_outputs(x, [2, 3], geometry[0], False, True, False)
+        return mp.forward_launch_spec(x, out, code, None, geometry[0], stride, *geometry[2:], "cuda").constexprs["PAIR_W"]
+
+    assert pairs(torch.empty(2, 3, 4, 32))
+    assert not pairs(torch.empty(2, 3, 4, 30))  # rows 30 elements apart: no pair provably aligned
+    assert pairs(torch.empty(2, 3, 4, 64)[..., :32])  # a slice: rows 64 elements apart
+    assert not pairs(torch.empty(2, 3, 4, 64)[..., ::2])  # W not contiguous
+    assert not pairs(torch.empty(2, 3, 4, 32), stride=(2, 1))  # stride 1 along W
+    assert not pairs(torch.empty(2, 4, 32, 3).movedim(-1, 1))  # channels_last: tiles along C
+
+
 @pytest.mark.parametrize("int64", [False, True], ids=["int32", "int64"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("config", list(CONFIGS))
