@@ -419,12 +419,15 @@ def _max_pool_forward_kernel(
                 # At stride 2 along W, the taps at 2*ow and 2*ow + 1 (which a 2x2 window has both
                 # of, a 3x3 window padded by 1 its last two) come from one 32-bit load for 16-bit
                 # types (64-bit for float32) instead of two scalar loads, split in registers.
+                # Every stride but W's is even (_pairs_aligned): so is the pair's offset, which
+                # with the 16-byte aligned x Triton specializes on makes the pair one access.
+                row = tl.multiple_of(off_d + ih * sxh, [2, 2])
                 pw = (w0 + PAD_W)[:, :, None] + tl.arange(0, 2)[None, None, :]
                 if FLAT_HW:
-                    pair_ptrs = ptr_dh[:, :, None] + pw * sxw
+                    pair_ptrs = (x_ptr + row)[:, :, None] + pw * sxw
                 else:
-                    pair_ptrs = (x_cols + pw * sxw) + (off_d + ih * sxh)[:, :, None]
-                pair_ok = (ok_dh & in_cols)[:, :, None] & (pw < W)
+                    pair_ptrs = (x_cols + pw * sxw) + row[:, :, None]
+                pair_ok = (ok_dh & in_cols & (w0 + PAD_W < W))[:, :, None]  # W is even: both or neither
                 even, odd = tl.split(tl.load(pair_ptrs, mask=pair_ok, other=float("-inf")))
             for kw in tl.static_range(K_W):
                 iw = w0 + kw * DIL_W
@@ -949,13 +952,14 @@ def _nc_uniform(shape5: Sequence[int], *strides5: Sequence[int]) -> bool:
     return n == 1 or all(s[0] == c * s[1] for s in strides5)
 
 
-def _pairs_aligned(strides5: Sequence[int]) -> bool:
+def _pairs_aligned(shape5: Sequence[int], strides5: Sequence[int]) -> bool:
     """Whether the CUDA forward along W at stride 2 loads inputs 2*ow and 2*ow + 1 as one access:
-    W must be contiguous and Triton must see every other stride as a multiple of 16 elements
-    (ints it specializes so), or it cannot prove the pair aligned; then it would load the pair as
-    two elements and move them between threads to split them (2 layout conversions; slower than
-    loading every tap alone, benchmarks/inspect_kernels.py)."""
-    return strides5[4] == 1 and all(s % 16 == 0 for s in strides5[:4])
+    W must be contiguous and every other stride even, so that the pair starts at an even offset
+    (the kernel tells Triton so), and W even, so that a pair is inside the input whole or not at
+    all (one mask for both). Otherwise Triton could not prove the access aligned and uniformly
+    masked, and would load two elements, or even move them between threads to split them (2
+    layout conversions): slower than loading every tap alone (benchmarks/inspect_kernels.py)."""
+    return shape5[4] % 2 == 0 and strides5[4] == 1 and all(s % 2 == 0 for s in strides5[:4])
 
 
 def _span_of(shape: Sequence[int], strides: Sequence[int]) -> int:
@@ -1100,7 +1104,7 @@ def _forward_plan(
         EDGE_D=edges[0], EDGE_H=edges[1], EDGE_W=edges[2],
         WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(dtype), VEC=min(16 // dtype.itemsize, block_n),
         NC_UNIFORM=_nc_uniform(shape5, strides5, out_strides5),
-        PAIR_W=device_type == "cuda" and not c_inner and _pad3(stride, 1)[2] == 2 and _pairs_aligned(strides5),
+        PAIR_W=device_type == "cuda" and not c_inner and _pad3(stride, 1)[2] == 2 and _pairs_aligned(shape5, strides5),
         BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     return rows, cols, _grid(rows, cols, block_m, block_n), MappingProxyType(constexprs), warps

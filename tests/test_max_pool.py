@@ -733,11 +733,13 @@ PAIR_CONFIGS = {
 def test_cuda_forward_loads_pairs_along_w_at_stride_2(dims, config, dtype):
     """The CUDA forward's paired loads give PyTorch's values and indices bit for bit, with ties,
     NaNs and -inf in the windows, through the interpreter."""
-    shape = {1: (2, 3, 32), 2: (2, 3, 5, 32), 3: (2, 2, 3, 4, 48)}[dims]  # every stride a multiple of 16
+    shape = {1: (2, 3, 32), 2: (2, 3, 5, 30), 3: (2, 2, 3, 4, 22)}[dims]  # W and every stride even
     values = torch.round(_random(shape, torch.float64, "cpu", seed=dims) * 2) / 2  # ties
     values.view(-1)[::7] = float("nan")
     values.view(-1)[3::11] = float("-inf")
     x = values.to(dtype)
+    if dims == 2:  # at an odd offset into its storage, rows 32 elements apart
+        x = torch.empty(2, 3, 5, 32, dtype=dtype)[..., 1:31].copy_(x)
     kwargs = PAIR_CONFIGS[config]
     ref, ref_idx = TORCH[dims](x.float() if dtype == torch.float16 else x, **kwargs, return_indices=True)
     k, s, p, d = (mp._as_tuple("", "", kwargs.get(name, default), dims) for name, default in
@@ -759,9 +761,12 @@ def test_cuda_forward_pairs_only_what_triton_can_prove_aligned():
         out, code, _ = mp._forward_outputs(x, [2, 3], geometry[0], False, True, False)
         return mp.forward_launch_spec(x, out, code, None, geometry[0], stride, *geometry[2:], "cuda").constexprs["PAIR_W"]
 
-    assert pairs(torch.empty(2, 3, 4, 32))
-    assert not pairs(torch.empty(2, 3, 4, 30))  # rows 30 elements apart: no pair provably aligned
+    assert pairs(torch.empty(2, 3, 4, 32)) and pairs(torch.empty(2, 3, 4, 30))
     assert pairs(torch.empty(2, 3, 4, 64)[..., :32])  # a slice: rows 64 elements apart
+    assert pairs(torch.empty(2, 3, 4, 64)[..., 1:31])  # at an odd offset: the pair's is still even
+    assert not pairs(torch.empty(2, 3, 4, 31))  # W odd: rows at odd offsets, a last pair half outside
+    assert not pairs(torch.empty(2, 3, 4, 31)[..., :30])  # rows 31 apart
+    assert not pairs(torch.empty(2, 3, 4, 32)[..., :31])  # W odd
     assert not pairs(torch.empty(2, 3, 4, 64)[..., ::2])  # W not contiguous
     assert not pairs(torch.empty(2, 3, 4, 32), stride=(2, 1))  # stride 1 along W
     assert not pairs(torch.empty(2, 4, 32, 3).movedim(-1, 1))  # channels_last: tiles along C
