@@ -176,13 +176,19 @@ def ptx_global_accesses(ptx: str) -> list[tuple[str, int, tuple[str, int, int] |
     return accesses
 
 
+def site_of(kind: str, where: tuple[str, int, int] | None, sites, kernel_file: str) -> tuple[int, str] | None:
+    """(source line, tensor) of the tl.load/tl.store an access comes from; None when none matches."""
+    if where is None or Path(where[0]).name != kernel_file:
+        return None
+    _, line, column = where
+    matches = [(line - l, l, t) for k, l, c, t in sites if k == kind and c == column and 0 <= line - l <= ASM_LINE_DRIFT]
+    return min(matches)[1:] if matches else None
+
+
 def attribute(kind: str, where: tuple[str, int, int] | None, sites, kernel_file: str) -> str:
     """The tensor of the tl.load/tl.store an access comes from; "?" when none matches."""
-    if where is None or Path(where[0]).name != kernel_file:
-        return "?"
-    _, line, column = where
-    matches = [(line - l, t) for k, l, c, t in sites if k == kind and c == column and 0 <= line - l <= ASM_LINE_DRIFT]
-    return min(matches)[1] if matches else "?"
+    site = site_of(kind, where, sites, kernel_file)
+    return site[1] if site else "?"
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,7 +344,9 @@ def sector_counts(access: TracedAccess, layout: Blocked, vector: int) -> tuple[i
     return np.unique(request).size, touched.shape[1], used.shape[1] * access.itemsize
 
 
-def coalescing(spec: mp.LaunchSpec, ttgir: str, widths, sites) -> dict[tuple[str, str], tuple[int, int, int, int, int]]:
+def coalescing(
+    spec: mp.LaunchSpec, ttgir: str, widths, sites, site_widths=None,
+) -> dict[tuple[str, str], tuple[int, int, int, int, int]]:  # fmt: skip
     """(ld/st, tensor) -> (requests, sectors, bytes, program_sectors, program_bytes) of one
     program in the middle of ``spec``'s tile space.
 
@@ -346,8 +354,9 @@ def coalescing(spec: mp.LaunchSpec, ttgir: str, widths, sites) -> dict[tuple[str
     program touches and, of their bytes, those accessed: by the program itself for loads; for
     stores, by the program or by its neighbours in the tile space (which run at the same time), so
     that a sector shared at the edge of two tiles counts as written whole, as it reaches DRAM.
-    ``widths``: (ld/st, tensor) -> access widths in bits from the PTX (a tensor accessed at
-    several widths counts at the narrowest)."""
+    ``site_widths``: (ld/st, source line) -> access widths in bits from the PTX, each call's own
+    (a call compiled to several widths counts at the narrowest); for a call missing there,
+    ``widths``: (ld/st, tensor) -> the narrowest width the tensor is accessed at."""
     layouts = memory_layouts(ttgir)
     tensors = {(kind, line): tensor for kind, line, _, tensor in sites}
     totals: dict[tuple[str, str], tuple[int, int, int]] = {}
@@ -360,7 +369,7 @@ def coalescing(spec: mp.LaunchSpec, ttgir: str, widths, sites) -> dict[tuple[str
         if len(found) != 1:
             raise RuntimeError(f"{len(found)} layouts in the TTGIR for the {access.kind} at line {access.line}")
         tensor = tensors.get(key, "?")
-        bits = min(widths.get((access.kind, tensor), {access.itemsize * 8}))
+        bits = min((site_widths or {}).get(key) or widths.get((access.kind, tensor), {access.itemsize * 8}))
         counts = sector_counts(access, next(iter(found)), max(1, bits // 8 // access.itemsize))
         totals[access.kind, tensor] = tuple(a + b for a, b in zip(totals.get((access.kind, tensor), (0, 0, 0)), counts))
         elements.setdefault((access.kind, tensor), []).append(access.offsets[access.mask])
@@ -524,10 +533,14 @@ def inspect_variant(
     sites = access_sites(jit_fn)
     kernel_file = Path(jit_fn.fn.__code__.co_filename).name
     widths: dict[tuple[str, str], set[int]] = {}  # (ld/st, tensor) -> widths in bits
+    site_widths: dict[tuple[str, int], set[int]] = {}  # (ld/st, source line) -> widths in bits
     ptx = ptx_global_accesses(compiled.asm["ptx"])
     for kind, bits, where in ptx:
-        widths.setdefault((kind, attribute(kind, where, sites, kernel_file)), set()).add(bits)
-    sectors = coalescing(spec, compiled.asm["ttgir"], widths, sites)
+        site = site_of(kind, where, sites, kernel_file)
+        widths.setdefault((kind, site[1] if site else "?"), set()).add(bits)
+        if site:
+            site_widths.setdefault((kind, site[0]), set()).add(bits)
+    sectors = coalescing(spec, compiled.asm["ttgir"], widths, sites, site_widths)
     spill_instructions = sum(opcode in ("LDL", "STL") for opcode, _ in sass)
     shared = max(resources["static_shared"], compiled.metadata.shared)
     c = spec.constexprs
