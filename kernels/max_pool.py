@@ -632,6 +632,7 @@ def _max_pool_backward_phase_kernel(
     ACC: tl.constexpr,  # accumulate in float32 (float64 for float64 gradients)
     VEC: tl.constexpr,  # (C_INNER) columns a thread takes: one 128-bit access of values
     NC_UNIFORM: tl.constexpr,  # (not C_INNER) n's strides are C times c's in both tensors
+    PAIR_W: tl.constexpr,  # (not C_INNER, STR_W == 2) store the two phases along W as one access
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
 ):
     # The gather backward (above) regrouped by phase: what CUDA runs. Along one dimension write
@@ -738,22 +739,45 @@ def _max_pool_backward_phase_kernel(
                                 tap = ((rd // DIL_D) * K_H + rh // DIL_H) * K_W + rw // DIL_W
                                 acc = acc[:p] + (acc[p] + tl.where(code == tap, g, 0.0),) + acc[p + 1 :]
     in_base = grad_in_ptr + i_base
-    for p in tl.static_range(PHASES):
-        pd = p // (STR_H * STR_W)
-        ph = p // STR_W % STR_H
-        pw = p % STR_W
-        ok = in_tile
-        if EDGE_D:
-            id_ = a_d * STR_D + (pd - PAD_D)
-            ok = ok & (id_ >= 0) & (id_ < D)
-        if EDGE_H:
-            ih = a_h * STR_H + (ph - PAD_H)
-            ok = ok & (ih >= 0) & (ih < H)
-        if EDGE_W:
-            iw = a_w * STR_W + (pw - PAD_W)
-            ok = ok & (iw >= 0) & (iw < W)
-        ptrs = (in_base + (pd * sid + ph * sih)) + pw * siw
-        tl.store(ptrs, acc[p].to(grad_in_ptr.dtype.element_ty), mask=ok)
+    if PAIR_W:
+        # The two phases along W are neighbours, 2*a_w - PAD_W and the next: one 32-bit store for
+        # 16-bit types where two stores would each fill half of their sectors. PAD_W, W and every
+        # stride but W's are even (_phase_plan): the pair starts at an even offset, and lies inside
+        # the input whole or not at all.
+        iw = a_w * STR_W - PAD_W
+        for q in tl.static_range(PHASES // 2):  # q = pd * STR_H + ph; phases 2q and 2q + 1
+            pd = q // STR_H
+            ph = q % STR_H
+            ok = in_tile
+            if EDGE_D:
+                id_ = a_d * STR_D + (pd - PAD_D)
+                ok = ok & (id_ >= 0) & (id_ < D)
+            if EDGE_H:
+                ih = a_h * STR_H + (ph - PAD_H)
+                ok = ok & (ih >= 0) & (ih < H)
+            if EDGE_W:
+                ok = ok & (iw >= 0) & (iw < W)
+            row = tl.multiple_of(i_nc + (a_d * STR_D + (pd - PAD_D)) * sid + (a_h * STR_H + (ph - PAD_H)) * sih, [2, 2])
+            pair = (grad_in_ptr + row)[:, :, None] + (iw[:, :, None] + tl.arange(0, 2)[None, None, :]) * siw
+            both = tl.join(acc[2 * q], acc[2 * q + 1]).to(grad_in_ptr.dtype.element_ty)
+            tl.store(pair, both, mask=ok[:, :, None])
+    else:
+        for p in tl.static_range(PHASES):
+            pd = p // (STR_H * STR_W)
+            ph = p // STR_W % STR_H
+            pw = p % STR_W
+            ok = in_tile
+            if EDGE_D:
+                id_ = a_d * STR_D + (pd - PAD_D)
+                ok = ok & (id_ >= 0) & (id_ < D)
+            if EDGE_H:
+                ih = a_h * STR_H + (ph - PAD_H)
+                ok = ok & (ih >= 0) & (ih < H)
+            if EDGE_W:
+                iw = a_w * STR_W + (pw - PAD_W)
+                ok = ok & (iw >= 0) & (iw < W)
+            ptrs = (in_base + (pd * sid + ph * sih)) + pw * siw
+            tl.store(ptrs, acc[p].to(grad_in_ptr.dtype.element_ty), mask=ok)
 
 
 def _max_pool_backward_scatter_kernel(
@@ -953,12 +977,14 @@ def _nc_uniform(shape5: Sequence[int], *strides5: Sequence[int]) -> bool:
 
 
 def _pairs_aligned(shape5: Sequence[int], strides5: Sequence[int]) -> bool:
-    """Whether the CUDA forward along W at stride 2 loads inputs 2*ow and 2*ow + 1 as one access:
-    W must be contiguous and every other stride even, so that the pair starts at an even offset
-    (the kernel tells Triton so), and W even, so that a pair is inside the input whole or not at
-    all (one mask for both). Otherwise Triton could not prove the access aligned and uniformly
-    masked, and would load two elements, or even move them between threads to split them (2
-    layout conversions): slower than loading every tap alone (benchmarks/inspect_kernels.py)."""
+    """Whether the CUDA kernels along W at stride 2 may access input elements 2k and 2k + 1 as one
+    access (the forward's taps at 2*ow and 2*ow + 1; the phase backward's two phases, where the
+    padding is even too): W must be contiguous and every other stride even, so that the pair
+    starts at an even offset (the kernels tell Triton so), and W even, so that a pair is inside
+    the input whole or not at all (one mask for both). Otherwise Triton could not prove the access
+    aligned and uniformly masked, and would access two elements, or even move them between
+    threads to split them (2 layout conversions): slower than an access each
+    (benchmarks/inspect_kernels.py)."""
     return shape5[4] % 2 == 0 and strides5[4] == 1 and all(s % 2 == 0 for s in strides5[:4])
 
 
@@ -1213,6 +1239,7 @@ def _phase_plan(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
         C_INNER=c_inner, FLAT_HW=flat_hw, EDGE_D=edges[0], EDGE_H=edges[1], EDGE_W=edges[2], INT64=int64,
         ACC=_acc_dtype(dtype), VEC=vec, NC_UNIFORM=_nc_uniform(shape5, strides5, grad_strides5),
+        PAIR_W=not c_inner and strides3[2] == 2 and pads3[2] % 2 == 0 and _pairs_aligned(shape5, strides5),
         BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     grid = _grid(rows, cols, block_m, block_n)

@@ -830,7 +830,9 @@ def test_phase_backward_sums_in_pytorch_order(dims, geometry, layout):
     inputs and gradients in any layout (addressed through their strides); a NaN or infinite output
     gradient reaches its window's winner and nothing else."""
     k, s, p, d = ((v,) * dims for v in geometry)
-    shape = {1: (2, 3, 17), 2: (2, 3, 13, 11), 3: (2, 3, 7, 9, 6)}[dims]
+    # W odd in 1D, even in 2D and 3D: contiguous along W, stride 2 and padding 0 or 2, the
+    # phases along W are stored in pairs (see the next test).
+    shape = {1: (2, 3, 17), 2: (2, 3, 13, 12), 3: (2, 3, 7, 9, 6)}[dims]
     x = _layout(_random(shape, torch.float32, "cpu").round(decimals=1), layout).requires_grad_(True)
     ref = TORCH[dims](x, k, s, p, d)
     grad = _random(ref.shape, torch.float32, "cpu", seed=5)
@@ -846,6 +848,29 @@ def test_phase_backward_sums_in_pytorch_order(dims, geometry, layout):
     assert spec.constexprs["NC_UNIFORM"] == (layout != "channel_slice") or spec.constexprs["C_INNER"]
     mp._launch(spec, x.device)
     assert _same_bits(grad_in, ref_grad)
+
+
+def test_phase_backward_pairs_the_phases_along_w_only_where_aligned():
+    """Phases 2*a - PAD and the next are stored as one access where W is contiguous and even,
+    every other stride even and the padding even: the pair then starts at an even offset and is
+    inside the input whole or not at all."""
+
+    def pairs(x, kernel=2, stride=2, padding=0):
+        k, s, p, d = ([v] * 2 for v in (kernel, stride, padding, 1))
+        outputs = [mp.pool_output_size(n, kernel, stride, padding)[0] for n in x.shape[2:]]
+        channels_last = mp._strides_like_channels_last(x.shape, x.stride())
+        out, code, _ = mp._forward_outputs(x, outputs, k, channels_last, True, False)
+        spec = mp.backward_launch_spec(out, code, x, k, s, p, d, "cuda")
+        return spec.constexprs.get("PAIR_W", False)
+
+    assert pairs(torch.empty(2, 3, 6, 12)) and pairs(torch.empty(2, 3, 6, 12), kernel=4, padding=2)
+    assert pairs(torch.empty(2, 3, 6, 64)[..., 1:13])  # an odd storage offset; rows 64 apart
+    assert not pairs(torch.empty(2, 3, 6, 12), kernel=3, padding=1)  # pairs would start at odd offsets
+    assert not pairs(torch.empty(2, 3, 6, 11))  # W odd
+    assert not pairs(torch.empty(2, 3, 6, 13)[..., :12])  # rows 13 apart
+    assert not pairs(torch.empty(2, 3, 6, 12), stride=1)  # one phase along W
+    assert not pairs(torch.empty(2, 3, 6, 12), stride=3)  # the plain gather: 9 phases
+    assert not pairs(_layout(torch.empty(2, 16, 6, 12), "channels_last"))  # tiles along C
 
 
 # --------------------------------------------------------------------------------------------
