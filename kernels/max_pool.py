@@ -739,45 +739,37 @@ def _max_pool_backward_phase_kernel(
                                 tap = ((rd // DIL_D) * K_H + rh // DIL_H) * K_W + rw // DIL_W
                                 acc = acc[:p] + (acc[p] + tl.where(code == tap, g, 0.0),) + acc[p + 1 :]
     in_base = grad_in_ptr + i_base
-    if PAIR_W:
-        # The two phases along W are neighbours, 2*a_w - PAD_W and the next: one 32-bit store for
-        # 16-bit types where two stores would each fill half of their sectors. PAD_W, W and every
-        # stride but W's are even (_phase_plan): the pair starts at an even offset, and lies inside
-        # the input whole or not at all.
-        iw = a_w * STR_W - PAD_W
-        for q in tl.static_range(PHASES // 2):  # q = pd * STR_H + ph; phases 2q and 2q + 1
-            pd = q // STR_H
-            ph = q % STR_H
-            ok = in_tile
-            if EDGE_D:
-                id_ = a_d * STR_D + (pd - PAD_D)
-                ok = ok & (id_ >= 0) & (id_ < D)
-            if EDGE_H:
-                ih = a_h * STR_H + (ph - PAD_H)
-                ok = ok & (ih >= 0) & (ih < H)
+    for q in tl.static_range(STR_D * STR_H):  # q = pd * STR_H + ph: phases q * STR_W + pw
+        pd = q // STR_H
+        ph = q % STR_H
+        ok_dh = in_tile
+        if EDGE_D:
+            id_ = a_d * STR_D + (pd - PAD_D)
+            ok_dh = ok_dh & (id_ >= 0) & (id_ < D)
+        if EDGE_H:
+            ih = a_h * STR_H + (ph - PAD_H)
+            ok_dh = ok_dh & (ih >= 0) & (ih < H)
+        if PAIR_W:
+            # The two phases along W are neighbours, 2*a_w - PAD_W and the next: one 32-bit store
+            # for 16-bit types where two stores would each fill half of their sectors. PAD_W, W and
+            # every stride but W's are even (_phase_plan): the pair starts at an even offset, and
+            # lies inside the input whole or not at all.
+            iw = a_w * STR_W - PAD_W
+            ok = ok_dh
             if EDGE_W:
                 ok = ok & (iw >= 0) & (iw < W)
             row = tl.multiple_of(i_nc + (a_d * STR_D + (pd - PAD_D)) * sid + (a_h * STR_H + (ph - PAD_H)) * sih, [2, 2])
             pair = (grad_in_ptr + row)[:, :, None] + (iw[:, :, None] + tl.arange(0, 2)[None, None, :]) * siw
             both = tl.join(acc[2 * q], acc[2 * q + 1]).to(grad_in_ptr.dtype.element_ty)
             tl.store(pair, both, mask=ok[:, :, None])
-    else:
-        for p in tl.static_range(PHASES):
-            pd = p // (STR_H * STR_W)
-            ph = p // STR_W % STR_H
-            pw = p % STR_W
-            ok = in_tile
-            if EDGE_D:
-                id_ = a_d * STR_D + (pd - PAD_D)
-                ok = ok & (id_ >= 0) & (id_ < D)
-            if EDGE_H:
-                ih = a_h * STR_H + (ph - PAD_H)
-                ok = ok & (ih >= 0) & (ih < H)
-            if EDGE_W:
-                iw = a_w * STR_W + (pw - PAD_W)
-                ok = ok & (iw >= 0) & (iw < W)
-            ptrs = (in_base + (pd * sid + ph * sih)) + pw * siw
-            tl.store(ptrs, acc[p].to(grad_in_ptr.dtype.element_ty), mask=ok)
+        else:
+            for pw in tl.static_range(STR_W):
+                ok = ok_dh
+                if EDGE_W:
+                    iw = a_w * STR_W + (pw - PAD_W)
+                    ok = ok & (iw >= 0) & (iw < W)
+                ptrs = (in_base + (pd * sid + ph * sih)) + pw * siw
+                tl.store(ptrs, acc[q * STR_W + pw].to(grad_in_ptr.dtype.element_ty), mask=ok)
 
 
 def _max_pool_backward_scatter_kernel(
