@@ -943,8 +943,8 @@ def test_offsets_beyond_int32_on_cuda(layout):
 def test_cuda_launches_of_one_plan_with_aligned_and_misaligned_pointers(dtype):
     """Repeated launches of a plan skip Triton's dispatch and call the kernel it compiled, which
     assumed the pointers' 16-byte alignment: an input and an output gradient one element off 16
-    bytes, with the same sizes and strides (the same plans), must get their own kernels. Each is called several times on
-    fresh data, alternating, and compared with PyTorch's."""
+    bytes, with the same sizes and strides (the same plans), must get their own kernels. Each is
+    called several times on fresh data, alternating, and compared with PyTorch's."""
     shape, kwargs = (4, 8, 30, 34), dict(kernel_size=3, stride=2, padding=1)
     storage = torch.empty(math.prod(shape) + 1, device="cuda", dtype=dtype)
     inputs = {off: storage[off : off + math.prod(shape)].view(shape) for off in (0, 1)}
