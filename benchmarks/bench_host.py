@@ -78,36 +78,27 @@ def launch_switch(device: torch.device):
     On CPU, ours also takes its CUDA host path: CUDA's launch specs, launched through Triton's
     CUDA launch path with the stand-in driver. Yields the switch; on exit it holds
     ``through_triton`` (launches) and ``kernels`` (what the shortcut cached)."""
-    builders = {name: getattr(mp, name) for name in ("forward_launch_spec", "backward_launch_spec")}
-    launch, switch = mp._launch, {"triton": False, "through_triton": 0}
+    launch, launch_compiled = mp._launch, mp._launch_compiled
+    switch = {"triton": False, "through_triton": 0}
 
-    def as_cuda(builder):  # the launchers pass the device type last
-        return lambda *args: builder(*args[:-1], "cuda")
-
-    def launch_cuda(spec, device_index):
+    def either(spec, device_index):  # _launch's CUDA branch calls it
         if switch["triton"]:
             switch["through_triton"] += 1
             mp._KERNELS[spec.kernel][0][spec.grid](*spec.args, **spec.constexprs, num_warps=spec.num_warps)
         else:
-            mp._launch_compiled(spec, device_index)
-
-    def launch_on_device(spec, device):  # kernels.max_pool._launch's CUDA branch
-        with torch.cuda.device(device):
-            launch_cuda(spec, device.index)
+            launch_compiled(spec, device_index)
 
     with contextlib.ExitStack() as stack:
         if device.type == "cpu":
             switch["driver"] = stack.enter_context(stand_in_driver.stand_in_cuda(record=False))
-            for name, builder in builders.items():
-                setattr(mp, name, as_cuda(builder))
-        mp._launch = launch_on_device if device.type == "cuda" else lambda spec, _: launch_cuda(spec, 0)
+            stack.enter_context(stand_in_driver.cuda_launch_specs())
+            mp._launch = lambda spec, _: mp._launch_compiled(spec, 0)  # the CUDA branch, on device 0
+        mp._launch_compiled = either
         try:
             yield switch
             switch["kernels"] = len(mp._COMPILED)
         finally:
-            for name, builder in builders.items():
-                setattr(mp, name, builder)
-            mp._launch = launch
+            mp._launch, mp._launch_compiled = launch, launch_compiled
 
 
 def host_times(device: torch.device, cases, layouts, modes, repeats: int, switch: dict | None = None) -> list[dict]:

@@ -28,6 +28,7 @@ from cases import CASES, DTYPES, LAYOUTS, PoolCase, new_input, parse_list  # noq
 from kernels import interpreter  # noqa: E402
 from kernels import max_pool as mp  # noqa: E402
 from kernels.compile import compile_launch  # noqa: E402
+from stand_in_driver import cuda_launch_specs  # noqa: E402
 
 # Forward variants by what they write besides values (code: the saved tap, for a backward;
 # idx: PyTorch's int64 indices, for return_indices), then the backward.
@@ -51,34 +52,17 @@ SM_SHARED = {80: 163 * 1024, 90: 227 * 1024}
 def capturing_cuda_launches():
     """Within: calls to the public API on CPU tensors record the LaunchSpec CUDA tensors would get.
 
-    The launchers run unchanged (layouts, output strides, tiles are theirs); only the device type
-    handed to the launch-spec builders is "cuda", and the launch itself is skipped. So the specs
-    are those of real calls, and memory is never touched (inputs may be torch.empty of any size).
+    The launchers run unchanged (stand_in_driver.cuda_launch_specs); the launch itself is
+    skipped. So the specs are those of real calls, and memory is never touched (inputs may be
+    torch.empty of any size).
     """
     specs = []
-    builders = {name: getattr(mp, name) for name in ("forward_launch_spec", "backward_launch_spec")}
     launch = mp._launch
-
-    def as_cuda(builder):
-        signature = inspect.signature(builder)
-
-        def build(*args, **kwargs):
-            bound = signature.bind(*args, **kwargs)
-            bound.arguments["device_type"] = "cuda"
-            spec = builder(*bound.args, **bound.kwargs)
-            specs.append(spec)
-            return spec
-
-        return build
-
-    for name, builder in builders.items():
-        setattr(mp, name, as_cuda(builder))
-    mp._launch = lambda spec, device: None
+    mp._launch = lambda spec, device: specs.append(spec)
     try:
-        yield specs
+        with cuda_launch_specs():
+            yield specs
     finally:
-        for name, builder in builders.items():
-            setattr(mp, name, builder)
         mp._launch = launch
 
 

@@ -6,7 +6,9 @@ as kernels/compile.py does), and builds the launcher. The launcher records its a
 of launching, and tensors may live on the CPU (only their addresses and dtypes are read).
 
 Used by bench_host.py (the host time of Triton's dispatch) and by the tests that hold
-kernels.max_pool's compiled-kernel shortcut to what Triton's own dispatch does.
+kernels.max_pool's compiled-kernel shortcut to what Triton's own dispatch does. Also here:
+``cuda_launch_specs``, which has the launchers build CUDA's launches from CPU tensors
+(bench_host.py, inspect_kernels.py).
 """
 
 from __future__ import annotations
@@ -102,3 +104,23 @@ def stand_in_cuda(record: bool = True):
             jit_fn.device_caches = caches
         mp._COMPILED.clear()
         mp._COMPILED.update(previous_compiled)
+
+
+@contextlib.contextmanager
+def cuda_launch_specs():
+    """Within: kernels.max_pool's launchers build the LaunchSpec a CUDA tensor would get whatever
+    their tensors' device (layouts, output strides and tiles are theirs; only the device type the
+    spec builders receive is "cuda"). The launchers pass it last and positionally."""
+    names = ("forward_launch_spec", "backward_launch_spec")
+    builders = {name: getattr(mp, name) for name in names}
+
+    def as_cuda(builder):
+        return lambda *args: builder(*args[:-1], "cuda")
+
+    for name, builder in builders.items():
+        setattr(mp, name, as_cuda(builder))
+    try:
+        yield
+    finally:
+        for name, builder in builders.items():
+            setattr(mp, name, builder)
