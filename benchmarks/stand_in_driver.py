@@ -110,17 +110,23 @@ def stand_in_cuda(record: bool = True):
 def cuda_launch_specs():
     """Within: kernels.max_pool's launchers build the LaunchSpec a CUDA tensor would get whatever
     their tensors' device (layouts, output strides and tiles are theirs; only the device type the
-    spec builders receive is "cuda"). The launchers pass it last and positionally."""
+    spec builders receive is "cuda"). The launchers pass it last and positionally. The eager
+    calls' plans (which hold their launches) start empty within and are as they were after, so
+    that neither side's plans serve the other's calls."""
     names = ("forward_launch_spec", "backward_launch_spec")
     builders = {name: getattr(mp, name) for name in names}
+    plans = dict(mp._CALLS)
 
     def as_cuda(builder):
         return lambda *args: builder(*args[:-1], "cuda")
 
     for name, builder in builders.items():
         setattr(mp, name, as_cuda(builder))
+    mp._CALLS.clear()
     try:
         yield
     finally:
         for name, builder in builders.items():
             setattr(mp, name, builder)
+        mp._CALLS.clear()
+        mp._CALLS.update(plans)

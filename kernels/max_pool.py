@@ -1330,19 +1330,42 @@ def _pool_forward(
 def _pool_backward(
     grad_output: Tensor, code: Tensor, input_size, channels_last: bool, kernel_size, stride, padding, dilation,
 ) -> Tensor:  # fmt: skip
-    grad_in = _empty_pooled(grad_output, input_size, channels_last)
-    if grad_in.numel() == 0:
-        return grad_in
-    if grad_output.numel() == 0:
-        return grad_in.zero_()
     if grad_output.stride() != code.stride():
         # One set of strides for both keeps the kernel lean; autograd usually hands us exactly
         # this layout, and otherwise (e.g. an expanded gradient of a sum) this is one small copy.
         grad_output = torch.empty_like(code, dtype=grad_output.dtype).copy_(grad_output)
+    shape, strides, zero, launch = _backward_call(
+        grad_output, code, input_size, channels_last, kernel_size, stride, padding, dilation
+    )
+    return _run_backward(grad_output, code, shape, strides, zero, launch)
+
+
+def _backward_call(
+    grad_output: Tensor, code: Tensor, input_size, channels_last: bool, kernel_size, stride, padding, dilation,
+) -> tuple[tuple, tuple, bool, tuple | None]:  # fmt: skip
+    """The backward of a ``grad_output`` with ``code``'s strides, as the input gradient's sizes and
+    strides, whether it is zero-filled first, and the launch's (kernel, grid, constexprs, warps,
+    scalar arguments), or None when nothing is launched. Holds no tensor: call plans keep it."""
+    grad_in = _empty_pooled(grad_output, input_size, channels_last)
+    shape, strides = tuple(grad_in.shape), grad_in.stride()
+    if grad_in.numel() == 0:
+        return shape, strides, False, None
+    if grad_output.numel() == 0:
+        return shape, strides, True, None
     spec = backward_launch_spec(grad_output, code, grad_in, kernel_size, stride, padding, dilation, grad_in.device.type)
-    if spec.kernel == "backward_scatter":
-        grad_in.zero_()  # outside the interpreter: a memset
-    _launch(spec, grad_in.device)
+    # The scatter writes only the winners (outside the interpreter the fill is a memset).
+    zero = spec.kernel == "backward_scatter"
+    return shape, strides, zero, (spec.kernel, spec.grid, spec.constexprs, spec.num_warps, spec.args[3:])
+
+
+def _run_backward(grad_output: Tensor, code: Tensor, shape, strides, zero: bool, launch) -> Tensor:
+    """Allocate the input gradient and launch what _backward_call planned."""
+    grad_in = torch.empty_strided(shape, strides, dtype=grad_output.dtype, device=grad_output.device)
+    if zero:
+        grad_in.zero_()
+    if launch is not None:
+        kernel, grid, constexprs, warps, scalars = launch
+        _launch(LaunchSpec(kernel, grid, (grad_output, code, grad_in, *scalars), constexprs, warps), grad_in.device)
     return grad_in
 
 
@@ -1396,7 +1419,7 @@ def _(grad_output, code, input_size, channels_last, kernel_size, stride, padding
     return _empty_pooled(grad_output, input_size, channels_last)
 
 
-def _setup_context(ctx, inputs, output):
+def _setup_context(ctx, inputs, output):  # the custom op's; the eager path keeps its call plan instead
     x, kernel_size, stride, padding, dilation, _, _, save_code, _ = inputs
     if save_code:
         ctx.save_for_backward(output[1])
@@ -1414,23 +1437,81 @@ def _backward(ctx, grad_out, _grad_code, _grad_idx):
             "backward pass; call it through kernels.max_pool*d, which saves what the backward needs"
         )
     (code,) = ctx.saved_tensors
-    if grad_out is None:  # the eager path does not materialize gradients of unused outputs
-        return (None,) * 9
-    backward = max_pool_backward if ctx.through_ops else _pool_backward
-    grad_in = backward(grad_out, code, ctx.input_size, ctx.grad_channels_last, *ctx.pool_args)
+    grad_in = max_pool_backward(grad_out, code, ctx.input_size, ctx.grad_channels_last, *ctx.pool_args)
     return grad_in, None, None, None, None, None, None, None, None
 
 
-def _setup_op_context(ctx, inputs, output):
-    _setup_context(ctx, inputs, output)
-    ctx.through_ops = True
+max_pool_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
-max_pool_forward.register_autograd(_backward, setup_context=_setup_op_context)
+class _CallPlan:
+    """An eager call of one layer, planned once: what its arguments and its input's sizes, strides,
+    dtype and device make of it, checked and resolved, so that a later call with the same ones
+    costs a dictionary lookup, the allocations and the launch.
+
+    On a GPU a small layer's call is made of host time. Checking the arguments, resolving the
+    geometry, allocating through ``new_empty`` and ``movedim`` and building the launch took ~20 us
+    of a ~30 us forward (benchmarks/bench_host.py); a plan allocates with ``empty_strided`` and
+    launches the memoized spec with the new tensors. Plans hold no tensor.
+    """
+
+    __slots__ = (
+        "batched", "keras_channels_last", "save_code", "return_indices", "dtype", "out_shape", "out_strides",
+        "code_dtype", "code_strides", "idx_strides", "forward_launch", "backward_args", "backward_launch",
+    )  # fmt: skip
+
+    def __init__(self, call: _CheckedCall) -> None:
+        x, geometry = call.x, call.geometry
+        self.batched, self.keras_channels_last = call.batched, call.keras_channels_last
+        self.save_code, self.return_indices, self.dtype = call.save_code, call.return_indices, x.dtype
+        pool_args = (list(geometry.kernel_size), list(geometry.stride), list(geometry.padding), list(geometry.dilation))
+        out, code, idx = _forward_outputs(
+            x, geometry.output_size, pool_args[0], call.channels_last, call.save_code, call.return_indices
+        )
+        self.out_shape, self.out_strides = tuple(out.shape), out.stride()
+        self.code_dtype, self.code_strides = (code.dtype, code.stride()) if call.save_code else (None, None)
+        self.idx_strides = idx.stride() if call.return_indices else None
+        self.forward_launch = None  # an empty batch launches nothing
+        if out.numel() > 0:
+            spec = forward_launch_spec(x, out, code, idx, *pool_args, x.device.type)
+            self.forward_launch = (spec.kernel, spec.grid, spec.constexprs, spec.num_warps, spec.args[4:])
+        # The input gradient takes the input's memory format, as PyTorch's does.
+        grad_channels_last = _strides_like_channels_last(tuple(x.shape), x.stride())
+        self.backward_args = (list(x.shape), grad_channels_last, *pool_args)
+        self.backward_launch = None  # planned by the first backward whose gradient has the code's strides
+
+    def __call__(self, input: Tensor):
+        x = input if self.batched else input.unsqueeze(0)
+        if self.keras_channels_last:
+            x = x.movedim(-1, 1)  # as _check_call
+        if self.save_code:
+            out, idx = _EagerMaxPool.apply(x, self)
+        else:  # nothing to differentiate: no autograd node either
+            out, _, idx = self.forward(x)
+        return _as_callers(out, idx, self.batched, self.keras_channels_last, self.return_indices)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        shape, device = self.out_shape, x.device
+        out = torch.empty_strided(shape, self.out_strides, dtype=x.dtype, device=device)
+        code = torch.empty_strided(shape, self.code_strides, dtype=self.code_dtype, device=device) if self.save_code else None
+        idx = torch.empty_strided(shape, self.idx_strides, dtype=torch.int64, device=device) if self.return_indices else None
+        if self.forward_launch is not None:
+            kernel, grid, constexprs, warps, scalars = self.forward_launch
+            args = (x, out, out if code is None else code, out if idx is None else idx, *scalars)
+            _launch(LaunchSpec(kernel, grid, args, constexprs, warps), device)
+        return out, code, idx
+
+    def backward(self, grad_out: Tensor, code: Tensor) -> Tensor:
+        if grad_out.stride() != self.code_strides or grad_out.dtype != self.dtype:
+            return _pool_backward(grad_out, code, *self.backward_args)  # e.g. an expanded gradient
+        if self.backward_launch is None:
+            self.backward_launch = _backward_call(grad_out, code, *self.backward_args)
+        return _run_backward(grad_out, code, *self.backward_launch)
 
 
 class _EagerMaxPool(torch.autograd.Function):
-    """The eager path: the custom ops' bodies and autograd without their Python dispatch.
+    """The eager path's autograd: a call plan's forward and backward, without the custom ops'
+    Python dispatch.
 
     A custom op call costs ~40 us of Python on top of the kernel (its backward ~80 us, for
     argument binding and the autograd wrapper), about as much as a whole small pooling layer
@@ -1439,17 +1520,21 @@ class _EagerMaxPool(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, *inputs):
-        output = _pool_forward(*inputs)  # the code always (a backward follows), indices or None
-        _setup_context(ctx, inputs, output)
-        ctx.through_ops = False
-        ctx.mark_non_differentiable(*(t for t in output[1:] if t is not None))
-        ctx.set_materialize_grads(False)  # no zero-filled gradients for the code and indices
-        return output
+    def forward(ctx, x: Tensor, plan: _CallPlan):
+        out, code, idx = plan.forward(x)
+        ctx.save_for_backward(code)
+        ctx.plan = plan
+        if idx is not None:
+            ctx.mark_non_differentiable(idx)
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for the indices
+        return out, idx
 
     @staticmethod
-    def backward(ctx, grad_out, grad_code, grad_idx):
-        return _backward(ctx, grad_out, grad_code, grad_idx)
+    def backward(ctx, grad_out, _grad_idx):
+        if grad_out is None:  # the output was not used
+            return None, None
+        (code,) = ctx.saved_tensors
+        return ctx.plan.backward(grad_out, code), None
 
 
 def _through_ops(x: Tensor) -> bool:
@@ -1467,11 +1552,68 @@ def _through_ops(x: Tensor) -> bool:
 # Functional API: torch.nn.functional's signatures, plus Keras's padding strings and data_format
 # --------------------------------------------------------------------------------------------
 
+_CALLS: dict[tuple, _CallPlan] = {}
+_CALLS_LIMIT = 4096
+
+
+def _call_key(dims: int, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, data_format):
+    """The key of an eager call's plan, or None for a call that is not planned: one through the
+    custom ops, or with arguments a key cannot stand for exactly (see _frozen)."""
+    if (
+        type(input) is not Tensor
+        or type(ceil_mode) is not bool
+        or type(return_indices) is not bool
+        or type(data_format) is not str
+        or torch.compiler.is_compiling()
+        or _current_dispatch_mode() is not None
+    ):
+        return None
+    device = input.device
+    if device.type not in ("cpu", "cuda"):
+        return None
+    pool_args = (_frozen(kernel_size), _frozen(stride), _frozen(padding), _frozen(dilation))
+    if _UNCACHEABLE in pool_args:
+        return None
+    save_code = input.requires_grad and torch.is_grad_enabled()
+    # INT32_SPAN_LIMIT is read when a launch is planned (tests lower it).
+    return (dims, *pool_args, ceil_mode, return_indices, data_format,
+            input.shape, input.stride(), input.dtype, device, save_code, INT32_SPAN_LIMIT)  # fmt: skip
+
 
 def _max_pool(
     dims: int, input: Tensor, kernel_size, stride, padding, dilation, ceil_mode: bool,
     return_indices: bool, data_format: str,
 ):  # fmt: skip
+    key = _call_key(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, data_format)
+    plan = None if key is None else _CALLS.get(key)
+    if plan is None:
+        call = _check_call(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, data_format)
+        if _through_ops(call.x):
+            return _through_custom_op(call)
+        plan = _CallPlan(call)
+        if key is not None:
+            if len(_CALLS) >= _CALLS_LIMIT:
+                _CALLS.clear()
+            _CALLS[key] = plan
+    return plan(input)
+
+
+class _CheckedCall(NamedTuple):
+    """A call's arguments, checked and resolved against its input."""
+
+    x: Tensor  # the input as (N, C, *spatial)
+    batched: bool  # whether the caller's input has N
+    keras_channels_last: bool  # whether it is laid out (N, *spatial, C) (data_format="channels_last")
+    geometry: PoolGeometry
+    channels_last: bool  # whether the outputs are laid out C-innermost
+    save_code: bool  # whether a backward follows
+    return_indices: bool
+
+
+def _check_call(
+    dims: int, input: Tensor, kernel_size, stride, padding, dilation, ceil_mode: bool,
+    return_indices: bool, data_format: str,
+) -> _CheckedCall:  # fmt: skip
     fn = f"max_pool{dims}d"
     if not isinstance(input, Tensor):
         raise TypeError(f"{fn}: input must be a torch.Tensor, got {type(input).__name__}")
@@ -1491,39 +1633,46 @@ def _max_pool(
             f"got a {input.dim()}D tensor of shape {tuple(input.shape)}"
         )
     batched = input.dim() == dims + 2
+    keras_channels_last = data_format == "channels_last"
     x = input if batched else input.unsqueeze(0)
-    if data_format == "channels_last":
+    if keras_channels_last:
         x = x.movedim(-1, 1)  # a view: (N, *spatial, C) memory read as (N, C, *spatial)
     if any(s == 0 for s in x.shape[1:]):
         raise PoolArgumentError(
             f"{fn}: only the batch dimension may be empty, got an input of shape {tuple(input.shape)}"
         )
     geometry = _resolve_geometry(fn, tuple(x.shape[2:]), kernel, strides, pads, dilations, bool(ceil_mode))
-    if data_format == "channels_last":
+    if keras_channels_last:
         channels_last = True  # so that the result is contiguous in (N, *spatial, C) order
     else:
         channels_last = batched and _strides_like_channels_last(tuple(x.shape), x.stride())
     save_code = torch.is_grad_enabled() and x.requires_grad
-    if _through_ops(x):
-        op = torch.ops.tritonpool.max_pool_forward
-    else:  # nothing to differentiate: no autograd node either
-        op = _EagerMaxPool.apply if save_code else _pool_forward
-    out, _, idx = op(
-        x,
-        list(geometry.kernel_size),
-        list(geometry.stride),
-        list(geometry.padding),
-        list(geometry.dilation),
-        list(geometry.output_size),
-        channels_last,
-        save_code,
-        return_indices,
-    )
-    if data_format == "channels_last":
+    return _CheckedCall(x, batched, keras_channels_last, geometry, channels_last, save_code, bool(return_indices))
+
+
+def _as_callers(out: Tensor, idx: Tensor | None, batched: bool, keras_channels_last: bool, return_indices: bool):
+    """The (N, C, *spatial) results in the layout of the caller's input."""
+    if keras_channels_last:
         out, idx = out.movedim(1, -1), idx.movedim(1, -1) if return_indices else idx
     if not batched:
         out, idx = out.squeeze(0), idx.squeeze(0) if return_indices else idx
     return (out, idx) if return_indices else out
+
+
+def _through_custom_op(call: _CheckedCall):
+    """A call while torch.compile/export traces, or on tensors the eager path does not take."""
+    out, _, idx = torch.ops.tritonpool.max_pool_forward(
+        call.x,
+        list(call.geometry.kernel_size),
+        list(call.geometry.stride),
+        list(call.geometry.padding),
+        list(call.geometry.dilation),
+        list(call.geometry.output_size),
+        call.channels_last,
+        call.save_code,
+        call.return_indices,
+    )
+    return _as_callers(out, idx, call.batched, call.keras_channels_last, call.return_indices)
 
 
 def max_pool1d(

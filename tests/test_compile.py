@@ -140,3 +140,25 @@ def test_a_plan_fixes_the_dtype_of_every_tensor_it_launches_on():
     assert len({id(plan) for plan in plans.values()}) == 4
     again = mp.backward_launch_spec(out, code.clone(), torch.empty_like(x), *geometry, "cuda").constexprs
     assert again is plans[torch.float16, code.dtype]  # memoized: the same plan for the same dtypes
+
+
+def test_cuda_launch_specs_of_cpu_tensors_keep_to_their_block(monkeypatch):
+    """Within stand_in_driver.cuda_launch_specs, eager calls on CPU tensors plan CUDA's launches
+    (inspect_kernels.py and bench_host.py rely on it); their plans must not serve CPU calls
+    after it, nor CPU plans made before it calls within it."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from stand_in_driver import cuda_launch_specs
+
+    specs = []
+    monkeypatch.setattr(mp, "_launch", lambda spec, device: specs.append(spec))  # nothing runs
+    x = torch.empty((2, 3, 8, 12))
+    mp.max_pool2d(x, 2)  # planned on CPU
+    with cuda_launch_specs():
+        mp.max_pool2d(x, 2)
+        mp.max_pool2d(x, 3, 2)  # planned within
+    mp.max_pool2d(x, 2)
+    mp.max_pool2d(x, 3, 2)
+    cpu, cuda, cuda_k3, cpu_again, cpu_k3 = specs
+    assert cuda.constexprs["FLAT_HW"] and cuda_k3.constexprs["FLAT_HW"]  # CUDA tiles the (OH, OW) plane
+    assert not cpu.constexprs["FLAT_HW"] and not cpu_k3.constexprs["FLAT_HW"]
+    assert cpu_again.constexprs is cpu.constexprs

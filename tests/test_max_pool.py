@@ -998,3 +998,123 @@ def test_eager_calls_skip_the_custom_op_dispatch(requires_grad, monkeypatch):
         (g,) = torch.autograd.grad(out, x, torch.ones_like(out))
         expected = _reference_grad(2, x, dict(kernel_size=3, stride=2, padding=1), torch.ones_like(out))
         torch.testing.assert_close(g, expected)
+
+
+# --------------------------------------------------------------------------------------------
+# Call plans: an eager call checked and planned once per layer and input layout
+# --------------------------------------------------------------------------------------------
+
+
+def _tensor_meta(arg):
+    return (arg.dtype, arg.device, arg.shape, arg.stride()) if isinstance(arg, torch.Tensor) else arg
+
+
+def _same_launch(a: mp.LaunchSpec, b: mp.LaunchSpec) -> bool:
+    """The same kernel, grid, plan (the memoized object itself) and arguments (tensors: their
+    dtype, device, sizes and strides)."""
+    return (
+        (a.kernel, a.grid, a.num_warps) == (b.kernel, b.grid, b.num_warps)
+        and a.constexprs is b.constexprs
+        and list(map(_tensor_meta, a.args)) == list(map(_tensor_meta, b.args))
+    )
+
+
+def _planned_and_unplanned(monkeypatch, call, x: torch.Tensor, expanded_grad: bool = False) -> tuple[int, list]:
+    """``call(x)`` (and its input gradient, if it has one) as an eager call runs, with the plans
+    kept, and with none kept (every call checked and planned afresh, as a first call is): same
+    bits, same strides, same launches. Returns how many calls were planned with plans kept, and
+    the launches."""
+    runs = []
+    for keep in (True, False):
+        launches, planned = [], []
+        with monkeypatch.context() as m:
+            real_launch, real_plan = mp._launch, mp._CallPlan
+            m.setattr(mp, "_launch", lambda spec, dev: (launches.append(spec), real_launch(spec, dev)))
+            m.setattr(mp, "_CallPlan", lambda call: (planned.append(1), real_plan(call))[1])
+            if not keep:
+                m.setattr(mp, "_call_key", lambda *args: None)
+            outs = call(x)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            grads = ()
+            if outs[0].requires_grad:
+                if expanded_grad:  # stride 0, as out.sum()'s gradient arrives
+                    grad = torch.ones((), dtype=x.dtype, device=x.device).expand(outs[0].shape)
+                else:
+                    grad = _random(outs[0].shape, x.dtype, x.device, seed=5)
+                grads = torch.autograd.grad(outs[0], x, grad)
+        runs.append((outs + grads, launches, len(planned)))
+    (tensors, launches, planned), (fresh_tensors, fresh_launches, _) = runs
+    for ours, fresh in zip(tensors, fresh_tensors, strict=True):
+        assert ours.stride() == fresh.stride() and _same_bits(ours, fresh)
+    assert len(launches) == len(fresh_launches) and all(map(_same_launch, launches, fresh_launches))
+    return planned, launches
+
+
+# (dims, input shape, layout, keyword arguments)
+PLANNED_CALLS = {
+    "2d": (2, (2, 3, 9, 11), "contiguous", dict(kernel_size=3, stride=2, padding=1)),
+    "2d_channels_last_indices": (2, (2, 5, 9, 11), "channels_last", dict(kernel_size=2, return_indices=True)),
+    "1d_dilated_ceil": (1, (2, 3, 17), "contiguous", dict(kernel_size=3, stride=2, dilation=2, ceil_mode=True)),
+    "3d_same": (3, (2, 3, 5, 7, 6), "channels_last", dict(kernel_size=2, padding="same")),
+    "2d_data_format": (2, (2, 9, 11, 4), "contiguous",
+                       dict(kernel_size=3, stride=2, padding="same", data_format="channels_last", return_indices=True)),
+    "2d_unbatched": (2, (3, 9, 11), "contiguous", dict(kernel_size=2, stride=1)),
+    "2d_strided_view": (2, (2, 3, 9, 11), "strided_view", dict(kernel_size=(2, 3), stride=(1, 2))),
+    "2d_empty_batch": (2, (0, 3, 9, 11), "contiguous", dict(kernel_size=2)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize("case", list(PLANNED_CALLS))
+def test_a_planned_call_is_the_call_it_planned(case, requires_grad, monkeypatch):
+    """A layer's first call plans it; later calls on inputs of the same sizes, strides, dtype and
+    device run that plan on their own tensors. Each gives what a call checked and planned afresh
+    gives, forward and backward (the third with an expanded gradient, which the planned backward
+    hands to the general one)."""
+    dims, shape, layout, kwargs = PLANNED_CALLS[case]
+    monkeypatch.setattr(mp, "_CALLS", {})
+    planned = 0
+    for seed in range(3):
+        x = _layout(_random(shape, torch.float32, "cpu", seed), layout).requires_grad_(requires_grad)
+        calls, _ = _planned_and_unplanned(monkeypatch, lambda t: OURS[dims](t, **kwargs), x, expanded_grad=seed == 2)
+        planned += calls
+    assert planned == 1 and len(mp._CALLS) == 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_calls_that_differ_in_what_a_plan_fixes_get_their_own_plans(device, monkeypatch):
+    """Sizes, strides, dtype, device, whether a backward follows, every pooling argument and the
+    64-bit offset threshold each select a plan; a call that differs in any of them never runs
+    another's (each matches a call planned afresh, launches included)."""
+    monkeypatch.setattr(mp, "_CALLS", {})
+    x = _random((2, 3, 8, 8), torch.float32, device)
+    pool = {"kernel_size": 3, "stride": 2}
+    calls = [
+        (x, pool),
+        (_layout(x, "channels_last"), pool),  # same sizes, other strides
+        (x[:, :, :, :6], pool),  # same strides, other sizes
+        (x.double(), pool),
+        (x.clone().requires_grad_(True), pool),  # a backward follows: the code is saved
+        (x, dict(pool, return_indices=True)),
+        (x, dict(pool, ceil_mode=True)),
+        (x, dict(pool, stride=1)),
+        (x, dict(pool, padding=1)),
+        (x, dict(pool, dilation=2)),
+        (x, dict(pool, kernel_size=(3, 3))),  # the same geometry, spelled otherwise
+        (x[0], pool),  # unbatched (C, H, W) ...
+    ]
+    if device == "cuda":
+        calls.append((x.cpu(), pool))
+    for t, kwargs in calls:
+        planned, _ = _planned_and_unplanned(monkeypatch, lambda t, kwargs=kwargs: kernels.max_pool2d(t, **kwargs), t)
+        assert planned == 1
+    # ... and the same sizes as a batched 1D input
+    planned, _ = _planned_and_unplanned(monkeypatch, lambda t: kernels.max_pool1d(t, **pool), x[0])
+    assert planned == 1
+    assert len(mp._CALLS) == len(calls) + 1
+    with torch.no_grad():  # no backward follows: the first call's plan
+        planned, _ = _planned_and_unplanned(monkeypatch, lambda t: kernels.max_pool2d(t, **pool), x.clone().requires_grad_(True))
+    assert planned == 0
+    monkeypatch.setattr(mp, "INT32_SPAN_LIMIT", 1)  # every launch takes 64-bit offsets
+    planned, launches = _planned_and_unplanned(monkeypatch, lambda t: kernels.max_pool2d(t, **pool), x)
+    assert planned == 1 and launches[0].constexprs["INT64"]
