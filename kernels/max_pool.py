@@ -21,7 +21,8 @@ Triton; CPU tensors run the same source through Triton's interpreter, to which
 kernels/interpreter.py gives vectorized loads and stores.
 
 File layout: geometry (pure Python) -> kernels -> launch heuristic -> launchers ->
-custom ops with autograd (and the eager path beside them) -> functional API -> nn.Module drop-ins.
+custom ops with autograd (and beside them the eager path: call plans) -> functional API ->
+nn.Module drop-ins.
 """
 
 from __future__ import annotations
@@ -1444,6 +1445,18 @@ def _backward(ctx, grad_out, _grad_code, _grad_idx):
 max_pool_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _CheckedCall(NamedTuple):
+    """A call's arguments, checked and resolved against its input."""
+
+    x: Tensor  # the input as (N, C, *spatial)
+    batched: bool  # whether the caller's input has N
+    keras_channels_last: bool  # whether it is laid out (N, *spatial, C) (data_format="channels_last")
+    geometry: PoolGeometry
+    channels_last: bool  # whether the outputs are laid out C-innermost
+    save_code: bool  # whether a backward follows
+    return_indices: bool
+
+
 class _CallPlan:
     """An eager call of one layer, planned once: what its arguments and its input's sizes, strides,
     dtype and device make of it, checked and resolved, so that a later call with the same ones
@@ -1515,8 +1528,8 @@ class _EagerMaxPool(torch.autograd.Function):
 
     A custom op call costs ~40 us of Python on top of the kernel (its backward ~80 us, for
     argument binding and the autograd wrapper), about as much as a whole small pooling layer
-    takes on a GPU; plain tensors outside torch.compile come here instead. Same kernels, same
-    saved state, same results.
+    takes on a GPU; plain tensors outside torch.compile come here instead. Same kernels, the same
+    saved tensor (the code), same results.
     """
 
     @staticmethod
@@ -1558,7 +1571,8 @@ _CALLS_LIMIT = 4096
 
 def _call_key(dims: int, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, data_format):
     """The key of an eager call's plan, or None for a call that is not planned: one through the
-    custom ops, or with arguments a key cannot stand for exactly (see _frozen)."""
+    custom ops, or with arguments a key cannot stand for exactly (see _frozen; as keys, 1 == True,
+    so the flags must be bools)."""
     if (
         type(input) is not Tensor
         or type(ceil_mode) is not bool
@@ -1596,18 +1610,6 @@ def _max_pool(
                 _CALLS.clear()
             _CALLS[key] = plan
     return plan(input)
-
-
-class _CheckedCall(NamedTuple):
-    """A call's arguments, checked and resolved against its input."""
-
-    x: Tensor  # the input as (N, C, *spatial)
-    batched: bool  # whether the caller's input has N
-    keras_channels_last: bool  # whether it is laid out (N, *spatial, C) (data_format="channels_last")
-    geometry: PoolGeometry
-    channels_last: bool  # whether the outputs are laid out C-innermost
-    save_code: bool  # whether a backward follows
-    return_indices: bool
 
 
 def _check_call(
