@@ -1064,9 +1064,10 @@ PLANNED_CALLS = {
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "grad"])
 @pytest.mark.parametrize("case", list(PLANNED_CALLS))
-def test_a_planned_call_is_the_call_it_planned(case, requires_grad, monkeypatch):
+def test_a_planned_call_is_the_call_it_planned(case, requires_grad, device, monkeypatch):
     """A layer's first call plans it; later calls on inputs of the same sizes, strides, dtype and
     device run that plan on their own tensors. Each gives what a call checked and planned afresh
     gives, forward and backward (the third with an expanded gradient, which the planned backward
@@ -1075,7 +1076,7 @@ def test_a_planned_call_is_the_call_it_planned(case, requires_grad, monkeypatch)
     monkeypatch.setattr(mp, "_CALLS", {})
     planned = 0
     for seed in range(3):
-        x = _layout(_random(shape, torch.float32, "cpu", seed), layout).requires_grad_(requires_grad)
+        x = _layout(_random(shape, torch.float32, device, seed), layout).requires_grad_(requires_grad)
         calls, _ = _planned_and_unplanned(monkeypatch, lambda t: OURS[dims](t, **kwargs), x, expanded_grad=seed == 2)
         planned += calls
     assert planned == 1 and len(mp._CALLS) == 1
