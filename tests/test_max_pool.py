@@ -447,6 +447,37 @@ def test_backward_of_windows_that_do_not_overlap(case, layout, int64, monkeypatc
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", ["reentrant", "non_reentrant", "selective"])
+def test_activation_checkpointing_recomputes_the_same_gradients(mode, device):
+    """torch.utils.checkpoint drops a block's activations and runs its forward again in the
+    backward: with the eager path (reentrant: a nested backward; non-reentrant: saved-tensor
+    hooks) and, under selective checkpointing's dispatch mode, with the custom op, whose output
+    the policy saves."""
+    import functools
+
+    from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+    saved = []
+
+    def policy(ctx, op, *args, **kwargs):
+        ours = op == torch.ops.tritonpool.max_pool_forward.default
+        saved.append(ours)
+        return CheckpointPolicy.MUST_SAVE if ours else CheckpointPolicy.PREFER_RECOMPUTE
+
+    kwargs = dict(use_reentrant=mode == "reentrant")
+    if mode == "selective":
+        kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, policy)
+    grads = []
+    for pool in (kernels.max_pool2d, F.max_pool2d):
+        x = _random((2, 3, 9, 11), torch.float32, device).requires_grad_(True)
+        y = checkpoint(lambda t: pool(t * 2, 3, 2, 1).sin(), x, **kwargs)
+        y.sum().backward()
+        grads.append(x.grad)
+    assert torch.equal(*grads)
+    assert any(saved) == (mode == "selective")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_backward_of_an_expanded_gradient(device):
     """The gradient of out.sum() arrives expanded (stride 0); it must still land right."""
     x = _random((2, 3, 9, 11), torch.float32, device).requires_grad_(True)
