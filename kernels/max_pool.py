@@ -1370,6 +1370,31 @@ def _run_backward(grad_output: Tensor, code: Tensor, shape, strides, zero: bool,
     return grad_in
 
 
+def _winners_gradient(grad_grad_in: Tensor, code: Tensor, input_size, kernel_size, stride, padding, dilation) -> Tensor:
+    """The backward's own gradient with respect to ``grad_output`` (double backward: gradient
+    penalties, second-order methods). The backward adds each output's gradient into its window's
+    winner, so it is linear in ``grad_output``, and its gradient gives each output its winner's
+    entry of ``grad_grad_in``, none to a window without a winner (code -1): PyTorch's
+    max_pool_double_backward, from the taps instead of int64 indices. Torch ops, so this is
+    differentiable in turn and traceable by torch.compile."""
+    n, c = code.shape[:2]
+    taps = code.long()
+    per_dim, rest = [], taps.clamp(min=0)
+    for k in reversed(kernel_size):  # window order: the last dimension fastest
+        per_dim.insert(0, rest % k)
+        rest = rest // k
+    flat = taps.new_zeros(())
+    for i, (size, k, st, p, dl) in enumerate(zip(input_size[2:], kernel_size, stride, padding, dilation)):
+        view = [1] * len(kernel_size)
+        view[i] = code.shape[2 + i]
+        start = torch.arange(code.shape[2 + i], device=code.device).view(view) * st - p
+        flat = flat * size + (start + per_dim[i] * dl)
+    won = taps >= 0
+    flat = torch.where(won, flat, 0)  # a window without a winner may point anywhere
+    values = grad_grad_in.reshape(n, c, -1).gather(2, flat.reshape(n, c, -1)).view(code.shape)
+    return torch.where(won, values, 0)
+
+
 # The two custom ops are what torch.compile, torch.export and opcheck see: schemas, fake
 # (meta) implementations and autograd, so that graphs hold our kernels without breaks.
 @torch.library.custom_op("tritonpool::max_pool_forward", mutates_args=())
@@ -1443,6 +1468,20 @@ def _backward(ctx, grad_out, _grad_code, _grad_idx):
 
 
 max_pool_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _setup_backward_context(ctx, inputs, output):
+    _, code, input_size, _, kernel_size, stride, padding, dilation = inputs
+    ctx.save_for_backward(code)
+    ctx.pool_args = (list(input_size), list(kernel_size), list(stride), list(padding), list(dilation))
+
+
+def _double_backward(ctx, grad_grad_in):
+    (code,) = ctx.saved_tensors
+    return _winners_gradient(grad_grad_in, code, *ctx.pool_args), None, None, None, None, None, None, None
+
+
+max_pool_backward.register_autograd(_double_backward, setup_context=_setup_backward_context)
 
 
 class _CheckedCall(NamedTuple):
@@ -1547,7 +1586,25 @@ class _EagerMaxPool(torch.autograd.Function):
         if grad_out is None:  # the output was not used
             return None, None
         (code,) = ctx.saved_tensors
+        if torch.is_grad_enabled() and grad_out.requires_grad:  # create_graph: the backward's gradient may follow
+            return _EagerMaxPoolBackward.apply(grad_out, code, ctx.plan), None
         return ctx.plan.backward(grad_out, code), None
+
+
+class _EagerMaxPoolBackward(torch.autograd.Function):
+    """The eager backward as a node of its own, where a graph of the backward is being built."""
+
+    @staticmethod
+    def forward(ctx, grad_out: Tensor, code: Tensor, plan: _CallPlan):
+        ctx.save_for_backward(code)
+        ctx.plan = plan
+        return plan.backward(grad_out, code)
+
+    @staticmethod
+    def backward(ctx, grad_grad_in):
+        (code,) = ctx.saved_tensors
+        input_size, _, *pool_args = ctx.plan.backward_args
+        return _winners_gradient(grad_grad_in, code, input_size, *pool_args), None, None
 
 
 def _through_ops(x: Tensor) -> bool:

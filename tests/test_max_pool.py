@@ -286,6 +286,10 @@ def test_window_without_any_input_element(device):
     assert torch.isneginf(out).all()
     (g,) = torch.autograd.grad(out.sum(), x)
     assert torch.equal(g, torch.zeros_like(x))  # no element won, so none gets a gradient
+    # Nor a second-order one (PyTorch's own double backward indexes out of bounds here).
+    w = torch.ones_like(out, requires_grad=True)
+    (g,) = torch.autograd.grad((kernels.max_pool2d(x, 2, 1, 1, 3) * w).sum(), x, create_graph=True)
+    assert g.requires_grad and torch.equal(torch.autograd.grad(g.sum(), w)[0], torch.zeros_like(w))
 
 
 @pytest.mark.parametrize(
@@ -444,6 +448,42 @@ def test_backward_of_windows_that_do_not_overlap(case, layout, int64, monkeypatc
     assert [s.kernel for s in specs] == ["forward", "backward_scatter"]
     assert all(s.constexprs["INT64"] == int64 for s in specs)
     assert torch.equal(g, _reference_grad(dims, x, kwargs, grad))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_double_backward_matches_pytorch(dims, config, layout, device):
+    """A gradient penalty differentiates the backward itself (create_graph=True): with respect to
+    the gradient it received, which carries the layers after the pooling (a discriminator's, in
+    WGAN-GP). PyTorch's second-order gradients, in float64."""
+    kwargs = _kwargs(config, dims)
+    grads = []
+    for pool in (OURS[dims], TORCH[dims]):
+        x = _layout(_random(SHAPES[dims], torch.float64, device), layout).requires_grad_(True)
+        y = pool(x, **kwargs)
+        w = _random(y.shape, torch.float64, device, seed=1).requires_grad_(True)  # what follows the pooling
+        (g,) = torch.autograd.grad((y * w).sum(), x, create_graph=True)
+        penalty = (g * g * _random(g.shape, torch.float64, device, seed=2)).sum()
+        grads.append(torch.autograd.grad(penalty, w)[0])
+    ours, reference = grads
+    assert ours.abs().sum() > 0 and torch.equal(ours, reference)
+
+
+@pytest.mark.parametrize("path", ["eager", "custom_op"])
+def test_second_order_gradients_pass_gradgradcheck(path):
+    """Second derivatives against finite differences (torch.autograd.gradgradcheck), on both paths
+    (the custom ops' is what torch.compile traces), overlapping dilated windows, channels_last."""
+    kwargs = dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 0), dilation=(2, 1), ceil_mode=True)
+    x = _layout(_random((1, 2, 6, 7), torch.float64, "cpu"), "channels_last").requires_grad_(True)
+    if path == "eager":
+        pool = lambda t: kernels.max_pool2d(t, **kwargs)  # noqa: E731
+    else:
+        out_size = [mp.pool_output_size(n, k, s, p, d, True)[0] for n, k, s, p, d in zip((6, 7), (3, 2), (1, 2), (1, 0), (2, 1))]
+        args = ([3, 2], [1, 2], [1, 0], [2, 1], out_size, True, True, False)
+        pool = lambda t: torch.ops.tritonpool.max_pool_forward(t, *args)[0]  # noqa: E731
+    assert torch.autograd.gradgradcheck(pool, (x,))
 
 
 @pytest.mark.parametrize("device", DEVICES)
