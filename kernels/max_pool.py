@@ -1384,7 +1384,7 @@ def _winners_gradient(grad_grad_in: Tensor, code: Tensor, input_size, kernel_siz
         per_dim.insert(0, rest % k)
         rest = rest // k
     flat = taps.new_zeros(())
-    for i, (size, k, st, p, dl) in enumerate(zip(input_size[2:], kernel_size, stride, padding, dilation)):
+    for i, (size, st, p, dl) in enumerate(zip(input_size[2:], stride, padding, dilation)):
         view = [1] * len(kernel_size)
         view[i] = code.shape[2 + i]
         start = torch.arange(code.shape[2 + i], device=code.device).view(view) * st - p
