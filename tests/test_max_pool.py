@@ -1033,6 +1033,38 @@ def test_cuda_launches_of_one_plan_with_aligned_and_misaligned_pointers(dtype):
             torch.testing.assert_close(g, _reference_grad(2, x, kwargs, grad), **_grad_tolerance(dtype, True))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA graph capture")
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cuda_graph_of_forward_and_backward_replays_with_new_inputs(layout):
+    """A CUDA graph removes the host time of a layer's calls (torch.cuda.graph; torch.compile's
+    "reduce-overhead" mode builds the same): captured after warm-up (plans made, kernels
+    compiled), the forward and backward launch on the capture stream into the graph's memory,
+    and each replay pools whatever the static input and gradient hold then."""
+    kwargs = dict(kernel_size=3, stride=2, padding=1)
+    x = _layout(_cuda_random((4, 8, 17, 19), torch.float32, seed=0), layout).requires_grad_(True)
+    grad = _cuda_random((4, 8, 9, 10), torch.float32, seed=1)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            x.grad = None
+            kernels.max_pool2d(x, **kwargs).backward(grad)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    x.grad = None
+    with torch.cuda.graph(graph):
+        out = kernels.max_pool2d(x, **kwargs)
+        out.backward(grad)
+    for seed in (2, 3):
+        with torch.no_grad():
+            x.copy_(_cuda_random(x.shape, torch.float32, seed=seed))
+            grad.copy_(_cuda_random(grad.shape, torch.float32, seed=seed + 10))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, F.max_pool2d(x.detach(), **kwargs)), f"seed {seed}"
+        torch.testing.assert_close(x.grad, _reference_grad(2, x, kwargs, grad), msg=f"seed {seed}")
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_cuda_grids_fit_the_launch_limits(layout):
     """One 16400 x 16400 plane is 2.1 million tiles: CUDA caps grid axes 1 and 2 at 65,535
