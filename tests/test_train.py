@@ -319,9 +319,13 @@ def test_exception_ends_run_failed_with_traceback(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_ends_run_killed(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
+    # Ctrl-C as a terminal delivers it, whatever this process inherited: a test run started in the
+    # background of a non-interactive shell ignores SIGINT, and exec passes that on, so the child
+    # would ignore it too (then Python installs no KeyboardInterrupt handler at all).
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *TINY, "trainer.epochs=200", "tracking.log_model=false"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         # Wait for training to be under way: the first epoch line.
