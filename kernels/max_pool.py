@@ -1533,9 +1533,7 @@ class _CallPlan:
         self.backward_launch = None  # planned by the first backward whose gradient has the code's strides
 
     def __call__(self, input: Tensor):
-        x = input if self.batched else input.unsqueeze(0)
-        if self.keras_channels_last:
-            x = x.movedim(-1, 1)  # as _check_call
+        x = _as_pooled(input, self.batched, self.keras_channels_last)
         if self.save_code:
             out, idx = _EagerMaxPool.apply(x, self)
         else:  # nothing to differentiate: no autograd node either
@@ -1693,9 +1691,7 @@ def _check_call(
         )
     batched = input.dim() == dims + 2
     keras_channels_last = data_format == "channels_last"
-    x = input if batched else input.unsqueeze(0)
-    if keras_channels_last:
-        x = x.movedim(-1, 1)  # a view: (N, *spatial, C) memory read as (N, C, *spatial)
+    x = _as_pooled(input, batched, keras_channels_last)
     if any(s == 0 for s in x.shape[1:]):
         raise PoolArgumentError(
             f"{fn}: only the batch dimension may be empty, got an input of shape {tuple(input.shape)}"
@@ -1707,6 +1703,14 @@ def _check_call(
         channels_last = batched and _strides_like_channels_last(tuple(x.shape), x.stride())
     save_code = torch.is_grad_enabled() and x.requires_grad
     return _CheckedCall(x, batched, keras_channels_last, geometry, channels_last, save_code, bool(return_indices))
+
+
+def _as_pooled(input: Tensor, batched: bool, keras_channels_last: bool) -> Tensor:
+    """The caller's input as the (N, C, *spatial) view the kernels pool (no copy)."""
+    x = input if batched else input.unsqueeze(0)
+    if keras_channels_last:
+        x = x.movedim(-1, 1)  # a view: (N, *spatial, C) memory read as (N, C, *spatial)
+    return x
 
 
 def _as_callers(out: Tensor, idx: Tensor | None, batched: bool, keras_channels_last: bool, return_indices: bool):
