@@ -121,13 +121,17 @@ def pool_output_size(
     effective = dilation * (kernel_size - 1) + 1
     if padding == "same":
         out = -(-size // stride)
-        total = max((out - 1) * stride + effective - size, 0)
+        total = torch.sym_max((out - 1) * stride + effective - size, 0)
         return out, total // 2
     pad = 0 if padding == "valid" else int(padding)
     span = size + 2 * pad - effective + (stride - 1 if ceil_mode else 0)
     out = span // stride + 1  # floor division rounds toward -inf, as PyTorch's div_rtn
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1
+    if ceil_mode:
+        # The last window starts at most at size + pad - 1. PyTorch writes this as a branch
+        # (out -= 1 where (out - 1) * stride >= size + pad); a min is the same for padding up to
+        # half the window, and under torch.compile with dynamic sizes it adds no guard on the
+        # size's remainder, which recompiled the graph for every other size.
+        out = torch.sym_min(out, (size + pad - 1) // stride + 1)
     return out, pad
 
 

@@ -685,6 +685,47 @@ def test_torch_compile_inductor():
     torch.testing.assert_close(compiled(x), net(x))
 
 
+def _reference_with_grad(dims: int, x: torch.Tensor, kwargs: dict, grad: torch.Tensor):
+    """PyTorch's values and input gradient; 'same' padding from its definition (_same_reference)."""
+    xc = x.detach().clone().requires_grad_(True)
+    if kwargs.get("padding") == "same":
+        k, s = kwargs["kernel_size"], kwargs["stride"]
+        out, _ = _same_reference(xc, dims, (k,) * dims, (s,) * dims, (1,) * dims)
+    else:
+        out = TORCH[dims](xc, **kwargs)
+    return out.detach(), torch.autograd.grad(out, xc, grad)[0]
+
+
+@pytest.mark.parametrize(
+    "dims, config, layout",
+    [(2, "k3s2p1", "contiguous"), (2, "k3s1p1d2_ceil", "channels_last"), (2, "mixed", "contiguous"),
+     (1, "k2s3_ceil", "contiguous"), (3, "k3s2p1", "channels_last"), (2, "same_k2s2", "contiguous")],
+)  # fmt: skip
+def test_torch_compile_with_dynamic_shapes_traces_one_graph(dims, config, layout):
+    """Batch and spatial sizes marked dynamic: one graph serves sizes of both parities, with
+    PyTorch's values and gradients. Where the output size's arithmetic branches on a size (ceil
+    mode's last window; 'same' padding's total, 0 or not), torch.compile guards on it and
+    recompiles for the other sizes."""
+    from torch._dynamo.utils import counters
+
+    kwargs = dict(kernel_size=2, stride=2, padding="same") if config == "same_k2s2" else _kwargs(config, dims)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(lambda t: OURS[dims](t, **kwargs), fullgraph=True, backend="aot_eager")
+    for n, size in [(2, 10), (3, 13), (5, 17)]:  # no two sizes equal: duck sizing would tie them
+        shape = (n, 3) + tuple(size + 5 * i for i in range(dims))
+        x = _layout(_random(shape, torch.float32, "cpu", seed=n), layout).requires_grad_(True)
+        for dim in (0, *range(2, 2 + dims)):
+            torch._dynamo.mark_dynamic(x, dim)
+        out = compiled(x)
+        grad = _random(out.shape, torch.float32, "cpu", seed=n + 1)
+        (grad_in,) = torch.autograd.grad(out, x, grad)
+        ref, ref_grad = _reference_with_grad(dims, x, kwargs, grad)
+        assert torch.equal(out, ref)
+        assert torch.equal(grad_in, ref_grad)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
 # --------------------------------------------------------------------------------------------
 # Modules
 # --------------------------------------------------------------------------------------------
