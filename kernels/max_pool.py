@@ -478,11 +478,18 @@ def _max_pool_forward_kernel(
             code = tl.where(first_ok | (arg != tap0), arg, -1)
         tl.store(code_ptr + o_off, code.to(code_ptr.dtype.element_ty), mask=in_tile)
     if WRITE_INDICES:
-        jd = arg // (K_H * K_W)
-        jh = (arg // K_W) % K_H
-        jw = arg % K_W
-        idx = ((d0 + jd * DIL_D).to(tl.int64) * H + (h0 + jh * DIL_H)) * W + (w0 + jw * DIL_W)
-        tl.store(idx_ptr + o_off, idx, mask=in_tile)
+        # The window's start, once per row, plus the winning tap's offset from it: per element
+        # the arithmetic stays 32-bit but for one 64-bit add (an offset inside a window is within
+        # the input's span, so 32 bits hold it unless INT64). Widened first: the interpreter
+        # follows the tap in the code's width, int8 for small windows, where tap times dilation
+        # can wrap.
+        tap = arg.to(tl.int64) if INT64 else arg.to(tl.int32)
+        jd = tap // (K_H * K_W)
+        jh = (tap // K_W) % K_H
+        jw = tap % K_W
+        start = (d0.to(tl.int64) * H + h0) * W + w0
+        offset = (jd * (DIL_D * H) + jh * DIL_H) * W + jw * DIL_W
+        tl.store(idx_ptr + o_off, start + offset, mask=in_tile)
 
 
 def _max_pool_backward_kernel(

@@ -333,6 +333,26 @@ def test_winning_tap_followed_in_the_codes_width_on_cpu(kernel, narrow):
     (g,) = torch.autograd.grad(out, x, torch.ones_like(out))
     torch.testing.assert_close(g, torch.autograd.grad(ref, x, torch.ones_like(ref))[0])
 
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize(
+    "dims, shape, pool",
+    [(1, (1, 2, 300), dict(kernel_size=3, dilation=100)),  # taps 0, 100, 200: past int8 (it wrapped)
+     (2, (1, 2, 4, 280), dict(kernel_size=(2, 3), dilation=(2, 70), padding=(1, 0))),
+     (3, (1, 2, 3, 2, 270), dict(kernel_size=(2, 1, 2), dilation=(2, 1, 130)))],  # 130 is no int8
+)  # fmt: skip
+def test_dilation_wider_than_the_code(dims, shape, pool, layout, device):
+    """A small window's code is int8, yet its taps lie up to (kernel - 1) * dilation apart: the
+    indices, computed from the code, match PyTorch's, and so do the gradients."""
+    x = _layout(_random(shape, torch.float32, device), layout).requires_grad_(True)
+    out, idx = OURS[dims](x, **pool, stride=1, return_indices=True)
+    ref, ref_idx = TORCH[dims](x, **pool, stride=1, return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    grad = _random(out.shape, torch.float32, device, seed=1)
+    (g,) = torch.autograd.grad(OURS[dims](x, **pool, stride=1), x, grad)
+    assert torch.equal(g, torch.autograd.grad(ref, x, grad)[0])
+
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("device_type", ["cpu", "cuda"])
