@@ -907,8 +907,11 @@ _KERNELS = {
 # keep a memory-bound kernel near bandwidth in 62-125 registers (benchmarks/inspect_kernels.py).
 # Each of these halves the tile, since each adds per-element registers: tiles along W (every tap
 # a separate scalar gather: at 2048 the forward that tracks its winner reached the 255-register
-# cap), 64-bit offsets, float64 values (which spilled at 2048). Never below 16 bytes a thread,
-# though: smaller, a 16-bit tile along a contiguous axis loses its 128-bit accesses.
+# cap), 64-bit offsets, float64 values (which spilled at 2048), a forward that writes both the
+# code and the indices (three results live per element: at 2048 along C, 96-177 registers and
+# spills on sm_80 or sm_90 by how the indices were computed; halved, 40-104 and none). Never
+# below 16 bytes a thread, though: smaller, a 16-bit tile along a contiguous axis loses its
+# 128-bit accesses.
 CUDA_TILE_ELEMENTS = 2048
 CUDA_MIN_TILE_ELEMENTS = 256
 CUDA_MAX_BLOCK_N = 128
@@ -1111,7 +1114,7 @@ def _forward_plan(
     else:
         rows, cols = n * c * od * oh, ow
     int64 = max(x_span, o_span, rows * cols) >= int32_span_limit
-    heavy = (not c_inner) + int64 + (dtype == torch.float64)
+    heavy = (not c_inner) + int64 + (dtype == torch.float64) + (write_code and write_idx)
     block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, dtype.itemsize)
     if device_type == "cuda" and c_inner and out_strides5[1] != 1 and out_strides5[4] == 1:
         # Read along C, written along W (a 1D channels_last input: its output is contiguous): each

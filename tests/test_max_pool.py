@@ -639,7 +639,7 @@ def test_small_tensors_use_int32_offsets():
     assert not spec.constexprs["INT64"]
 
 
-@pytest.mark.parametrize("heavy", [0, 1, 2, 3])
+@pytest.mark.parametrize("heavy", [0, 1, 2, 3, 4])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
 def test_cuda_tiles_give_every_thread_a_128_bit_access(dtype, heavy):
     """However register-heavy the launch, a CUDA tile keeps 16 bytes a thread (one 128-bit access)."""
@@ -647,6 +647,25 @@ def test_cuda_tiles_give_every_thread_a_128_bit_access(dtype, heavy):
     block_m, block_n, warps = mp.launch_config(10**6, 10**4, "cuda", heavy, itemsize)
     assert block_m * block_n * itemsize >= warps * 32 * 16
     assert block_m * block_n <= mp.CUDA_TILE_ELEMENTS
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+def test_cuda_forward_writing_code_and_indices_takes_half_the_tile(dtype, layout):
+    """Code and indices both written: three results live per element, half the tile on CUDA (at
+    the full tile ptxas spilled, benchmarks/inspect_kernels.py), down to the 16-bytes floor; the
+    interpreter, which has no registers, keeps its tile."""
+    x = _layout(torch.empty(8, 64, 56, 56, dtype=dtype), layout)
+
+    def elements(device_type, save_code, return_indices):
+        out, code, idx = mp._forward_outputs(x, [28, 28], [2, 2], layout == "channels_last", save_code, return_indices)
+        spec = mp.forward_launch_spec(x, out, code, idx, [2, 2], [2, 2], [0, 0], [1, 1], device_type)
+        return spec.constexprs["BLOCK_M"] * spec.constexprs["BLOCK_N"]
+
+    single = elements("cuda", True, False)
+    assert elements("cuda", False, True) == single
+    assert elements("cuda", True, True) == max(single // 2, 4 * 32 * 16 // dtype.itemsize)
+    assert elements("cpu", True, True) == elements("cpu", True, False)
 
 
 # --------------------------------------------------------------------------------------------
