@@ -516,10 +516,16 @@ def _max_pool_backward_kernel(
     # Along one dimension, input position i lies in the window of output o at tap j when
     # o * STR - PAD + j * DIL == i with 0 <= j < K. With q = i + PAD, the candidates are
     # o = q // STR, q // STR - 1, ... : at most (K - 1) * DIL // STR + 1 of them (1 when windows
-    # do not overlap), and each pins down its tap j = (q - o * STR) / DIL.
+    # do not overlap), and each pins down its tap j = (q - o * STR) / DIL. Where the dilation
+    # makes that more than K (3x3 at stride 1, dilation 8: 17 candidates, 289 loads an element in
+    # 2D where 9 can hold it), the loop walks the taps instead: each pins down its window
+    # o = (q - j * DIL) / STR.
     NC_D: tl.constexpr = (K_D - 1) * DIL_D // STR_D + 1
     NC_H: tl.constexpr = (K_H - 1) * DIL_H // STR_H + 1
     NC_W: tl.constexpr = (K_W - 1) * DIL_W // STR_W + 1
+    BY_TAP_D: tl.constexpr = K_D < NC_D
+    BY_TAP_H: tl.constexpr = K_H < NC_H
+    BY_TAP_W: tl.constexpr = K_W < NC_W
     pid = tl.program_id(0)
     tiles_n = (COLS + BLOCK_N - 1) // BLOCK_N
     pid_m = pid // tiles_n
@@ -583,31 +589,56 @@ def _max_pool_backward_kernel(
     qw = iw + PAD_W
 
     acc = tl.full([BLOCK_M, BLOCK_N], 0, ACC)
-    # Candidates in ascending output order: the sum is PyTorch's, in PyTorch's order.
-    for td in tl.static_range(NC_D):
-        od = qd // STR_D - (NC_D - 1 - td)
-        rd = qd - od * STR_D
-        jd = rd // DIL_D
-        ok_d = in_rows & (od >= 0) & (od < OD) & (jd < K_D)
-        if DIL_D > 1:
-            ok_d = ok_d & (rd % DIL_D == 0)
+    # Candidates in ascending output order (taps in descending order): the sum is PyTorch's, in
+    # PyTorch's order.
+    for td in tl.static_range(K_D if BY_TAP_D else NC_D):
+        if BY_TAP_D:
+            jd = K_D - 1 - td
+            rd = qd - jd * DIL_D  # o * STR
+            od = rd // STR_D
+            ok_d = in_rows & (rd >= 0) & (od < OD)
+            if STR_D > 1:
+                ok_d = ok_d & (rd % STR_D == 0)
+        else:
+            od = qd // STR_D - (NC_D - 1 - td)
+            rd = qd - od * STR_D
+            jd = rd // DIL_D
+            ok_d = in_rows & (od >= 0) & (od < OD) & (jd < K_D)
+            if DIL_D > 1:
+                ok_d = ok_d & (rd % DIL_D == 0)
         off_d = o_outer + od * sod
-        for th in tl.static_range(NC_H):
-            oh = qh // STR_H - (NC_H - 1 - th)
-            rh = qh - oh * STR_H
-            jh = rh // DIL_H
-            ok_dh = ok_d & (oh >= 0) & (oh < OH) & (jh < K_H)
-            if DIL_H > 1:
-                ok_dh = ok_dh & (rh % DIL_H == 0)
+        for th in tl.static_range(K_H if BY_TAP_H else NC_H):
+            if BY_TAP_H:
+                jh = K_H - 1 - th
+                rh = qh - jh * DIL_H
+                oh = rh // STR_H
+                ok_dh = ok_d & (rh >= 0) & (oh < OH)
+                if STR_H > 1:
+                    ok_dh = ok_dh & (rh % STR_H == 0)
+            else:
+                oh = qh // STR_H - (NC_H - 1 - th)
+                rh = qh - oh * STR_H
+                jh = rh // DIL_H
+                ok_dh = ok_d & (oh >= 0) & (oh < OH) & (jh < K_H)
+                if DIL_H > 1:
+                    ok_dh = ok_dh & (rh % DIL_H == 0)
             off_dh = off_d + oh * soh
             tap_dh = jd * K_H + jh
-            for tw in tl.static_range(NC_W):
-                ow = qw // STR_W - (NC_W - 1 - tw)
-                rw = qw - ow * STR_W
-                jw = rw // DIL_W
-                ok_w = (ow >= 0) & (ow < OW) & (jw < K_W)
-                if DIL_W > 1:
-                    ok_w = ok_w & (rw % DIL_W == 0)
+            for tw in tl.static_range(K_W if BY_TAP_W else NC_W):
+                if BY_TAP_W:
+                    jw = K_W - 1 - tw
+                    rw = qw - jw * DIL_W
+                    ow = rw // STR_W
+                    ok_w = (rw >= 0) & (ow < OW)
+                    if STR_W > 1:
+                        ok_w = ok_w & (rw % STR_W == 0)
+                else:
+                    ow = qw // STR_W - (NC_W - 1 - tw)
+                    rw = qw - ow * STR_W
+                    jw = rw // DIL_W
+                    ok_w = (ow >= 0) & (ow < OW) & (jw < K_W)
+                    if DIL_W > 1:
+                        ok_w = ok_w & (rw % DIL_W == 0)
                 # One full tile of offsets shared by both loads (row-major in the interpreter too).
                 off = off_dh + ow * sow
                 if C_INNER:

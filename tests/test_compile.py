@@ -53,6 +53,24 @@ def test_kernel_variants_compile_for_sm80_and_sm90(dims, dtype, layout, kernel):
         assert len(compiled.asm["cubin"]) > 0
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_gather_backward_walking_taps_compiles_for_sm80_and_sm90(dims, layout):
+    """The gather backward with more candidate windows than taps (dilation beyond the stride),
+    which walks the taps: CUDA runs it where the stride has more phases than the phase backward takes."""
+    stride, dilation = (9, 14) if dims == 1 else (3, 4)  # (3 - 1) * dilation // stride + 1 > 3
+    x = torch.empty((2, 32) + (12, 20, 40)[-dims:], dtype=torch.float16)
+    if layout == "channels_last":
+        x = x.movedim(1, -1).contiguous().movedim(-1, 1)
+    geometry = ([3] * dims, [stride] * dims, [1] * dims, [dilation] * dims)
+    outputs = [mp.pool_output_size(n, 3, stride, 1, dilation)[0] for n in x.shape[2:]]
+    out, code, _ = mp._forward_outputs(x, outputs, geometry[0], layout == "channels_last", True, False)
+    spec = mp.backward_launch_spec(out, code, torch.empty_like(x), *geometry, "cuda")
+    assert spec.kernel == "backward"
+    for capability in (80, 90):
+        assert len(compile_launch(spec, capability).asm["cubin"]) > 0
+
+
 # --------------------------------------------------------------------------------------------
 # The compiled-kernel shortcut of CUDA launches, through Triton's real launch path (the driver
 # alone stands in: benchmarks/stand_in_driver.py)

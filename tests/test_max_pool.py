@@ -458,6 +458,33 @@ SCATTER_CASES = {
 }
 
 
+# Dilation larger than the stride: more candidate windows than taps along some dimension, where
+# the gather walks the taps (mixed with dimensions that walk the candidates, padding, ceil_mode).
+TAP_WALK_CASES = {
+    "1d_k3s1d8": (1, (2, 3, 40), dict(kernel_size=3, stride=1, dilation=8)),
+    "1d_k2s2d5_ceil": (1, (2, 3, 23), dict(kernel_size=2, stride=2, dilation=5, padding=1, ceil_mode=True)),
+    "2d_mixed": (2, (2, 3, 17, 9), dict(kernel_size=(3, 2), stride=(2, 1), dilation=(5, 1), padding=(1, 0))),
+    "2d_k3s1d4p2": (2, (1, 4, 13, 12), dict(kernel_size=3, stride=1, dilation=4, padding=1)),
+    "3d_mixed": (3, (1, 3, 9, 6, 11), dict(kernel_size=(2, 2, 3), stride=(1, 2, 2), dilation=(3, 1, 4), ceil_mode=True)),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", list(TAP_WALK_CASES))
+def test_backward_with_dilation_beyond_the_stride(case, layout, device):
+    dims, shape, pool = TAP_WALK_CASES[case]
+    strides3, dilations3, kernel3 = (mp._pad3(mp._as_tuple("t", "v", pool.get(name, 1), dims), 1)
+                                     for name in ("stride", "dilation", "kernel_size"))  # fmt: skip
+    assert any((k - 1) * dl // st + 1 > k for k, st, dl in zip(kernel3, strides3, dilations3))
+    x = _layout(_random(shape, torch.float32, device), layout).requires_grad_(True)
+    out = OURS[dims](x, **pool)
+    ref = TORCH[dims](x, **pool)
+    grad = _random(out.shape, torch.float32, device, seed=1)
+    (g,) = torch.autograd.grad(out, x, grad)
+    assert _same_bits(g, torch.autograd.grad(ref, x, grad)[0])  # PyTorch's sums, in its order
+
+
 @pytest.mark.parametrize("int64", [False, True], ids=["int32", "int64"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", list(SCATTER_CASES))
