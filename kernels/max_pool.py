@@ -285,7 +285,8 @@ def _strides_like_channels_last(shape: Sequence[int], strides: Sequence[int]) ->
 # benchmarks/inspect_kernels.py reports the sectors each access's warps touch.
 # These are plain functions: triton.jit compiles them for CUDA and InterpretedFunction runs the
 # same source on CPU tensors (a jit function cannot call helpers in the interpreter, hence no
-# helpers, nor the jit-defined parts of triton.language such as tl.zeros).
+# helpers, nor the jit-defined parts of triton.language such as tl.zeros; compile-time decisions
+# are triton.constexpr_function, plain Python in both).
 
 
 def _max_pool_forward_kernel(
@@ -654,6 +655,28 @@ def _max_pool_backward_kernel(
     tl.store(grad_in_ptr + i_off, acc.to(grad_in_ptr.dtype.element_ty), mask=in_rows & in_cols)
 
 
+@triton.constexpr_function
+def _phase_tap(phase: int, u: int, kernel: int, stride: int, dilation: int) -> int:
+    """Along one dimension, the tap j at which window o = a - u holds phase p of base a (where
+    p + u * STR == j * DIL, j < K), or -1. Runs while compiling (and as Python in the interpreter)."""
+    r = phase + u * stride
+    return r // dilation if r % dilation == 0 and r // dilation < kernel else -1
+
+
+@triton.constexpr_function
+def _window_holds_a_phase(u: int, kernel: int, stride: int, dilation: int) -> bool:
+    return any(_phase_tap(p, u, kernel, stride, dilation) >= 0 for p in range(stride))
+
+
+@triton.constexpr_function
+def _phases_tap(p, ud, uh, uw, k_d, k_h, k_w, str_d, str_h, str_w, dil_d, dil_h, dil_w) -> int:
+    """The tap of window (a_d - ud, a_h - uh, a_w - uw) holding phase p = (pd * STR_H + ph) * STR_W + pw, or -1."""
+    jd = _phase_tap(p // (str_h * str_w), ud, k_d, str_d, dil_d)
+    jh = _phase_tap(p // str_w % str_h, uh, k_h, str_h, dil_h)
+    jw = _phase_tap(p % str_w, uw, k_w, str_w, dil_w)
+    return (jd * k_h + jh) * k_w + jw if min(jd, jh, jw) >= 0 else -1
+
+
 def _max_pool_backward_phase_kernel(
     grad_out_ptr,  # dL/d(out), logically (N, C, OD, OH, OW); same strides as code
     code_ptr,  # winning tap of each window, from the forward
@@ -747,40 +770,35 @@ def _max_pool_backward_phase_kernel(
     zero = tl.full([BLOCK_M, BLOCK_N], 0, ACC)
     acc = (zero,) * PHASES  # one sum per phase, p = (pd * STR_H + ph) * STR_W + pw
     # Candidates in ascending output order (u descending): each phase's sum is PyTorch's, in its order.
+    # Which phases window o = a - u holds, and at which tap, is decided while compiling
+    # (_phase_tap): with dilation, some windows hold no phase along some dimension, and then
+    # nothing is loaded for them and their inner loops are not unrolled at all. The decisions are
+    # calls in the conditions themselves: a value assigned to a local becomes a tensor while
+    # compiling, and an `if` on it a runtime branch that the frontend unrolls in full first (a
+    # 3x3x3 window at dilation 6 took 14 s to compile that way).
     for td in tl.static_range(NC_D):
-        ud = NC_D - 1 - td
-        ok_d = in_tile & (a_d >= ud) & (a_d - ud < OD)
-        for th in tl.static_range(NC_H):
-            uh = NC_H - 1 - th
-            ok_dh = ok_d & (a_h >= uh) & (a_h - uh < OH)
-            for tw in tl.static_range(NC_W):
-                uw = NC_W - 1 - tw
-                # Which phases window o = a - u may hold, and at which tap: where p + u * STR is
-                # a whole number of dilations, below K of them, along every dimension (with
-                # dilation, some windows hold no phase: then nothing is loaded).
-                used = False
-                for p in tl.static_range(PHASES):
-                    rd = p // (STR_H * STR_W) + ud * STR_D
-                    rh = p // STR_W % STR_H + uh * STR_H
-                    rw = p % STR_W + uw * STR_W
-                    if rd % DIL_D == 0 and rd // DIL_D < K_D and rh % DIL_H == 0 and rh // DIL_H < K_H:
-                        if rw % DIL_W == 0 and rw // DIL_W < K_W:
-                            used = True
-                if used:
-                    ok = ok_dh & (a_w >= uw) & (a_w - uw < OW)
-                    # Pointers step from one base pointer: ptxas folds the constant steps (sow is
-                    # a compile-time 1 for contiguous tensors) into the loads' addresses.
-                    step = -(ud * sod + uh * soh)
-                    code = tl.load((code_base + step) - uw * sow, mask=ok, other=-1)
-                    g = tl.load((grad_base + step) - uw * sow, mask=ok, other=0.0).to(ACC)
-                    for p in tl.static_range(PHASES):  # the same phases as above
-                        rd = p // (STR_H * STR_W) + ud * STR_D
-                        rh = p // STR_W % STR_H + uh * STR_H
-                        rw = p % STR_W + uw * STR_W
-                        if rd % DIL_D == 0 and rd // DIL_D < K_D and rh % DIL_H == 0 and rh // DIL_H < K_H:
-                            if rw % DIL_W == 0 and rw // DIL_W < K_W:
-                                tap = ((rd // DIL_D) * K_H + rh // DIL_H) * K_W + rw // DIL_W
-                                acc = acc[:p] + (acc[p] + tl.where(code == tap, g, 0.0),) + acc[p + 1 :]
+        if _window_holds_a_phase(NC_D - 1 - td, K_D, STR_D, DIL_D):
+            ud = NC_D - 1 - td
+            ok_d = in_tile & (a_d >= ud) & (a_d - ud < OD)
+            for th in tl.static_range(NC_H):
+                if _window_holds_a_phase(NC_H - 1 - th, K_H, STR_H, DIL_H):
+                    uh = NC_H - 1 - th
+                    ok_dh = ok_d & (a_h >= uh) & (a_h - uh < OH)
+                    for tw in tl.static_range(NC_W):
+                        if _window_holds_a_phase(NC_W - 1 - tw, K_W, STR_W, DIL_W):
+                            uw = NC_W - 1 - tw
+                            ok = ok_dh & (a_w >= uw) & (a_w - uw < OW)
+                            # Pointers step from one base pointer: ptxas folds the constant steps
+                            # (sow is a compile-time 1 for contiguous tensors) into the addresses.
+                            step = -(ud * sod + uh * soh)
+                            code = tl.load((code_base + step) - uw * sow, mask=ok, other=-1)
+                            g = tl.load((grad_base + step) - uw * sow, mask=ok, other=0.0).to(ACC)
+                            for p in tl.static_range(PHASES):
+                                if _phases_tap(p, NC_D - 1 - td, NC_H - 1 - th, NC_W - 1 - tw,
+                                               K_D, K_H, K_W, STR_D, STR_H, STR_W, DIL_D, DIL_H, DIL_W) >= 0:
+                                    tap = _phases_tap(p, NC_D - 1 - td, NC_H - 1 - th, NC_W - 1 - tw,
+                                                      K_D, K_H, K_W, STR_D, STR_H, STR_W, DIL_D, DIL_H, DIL_W)
+                                    acc = acc[:p] + (acc[p] + tl.where(code == tap, g, 0.0),) + acc[p + 1 :]
     in_base = grad_in_ptr + i_base
     for q in tl.static_range(STR_D * STR_H):  # q = pd * STR_H + ph: phases q * STR_W + pw
         pd = q // STR_H

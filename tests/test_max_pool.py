@@ -1005,7 +1005,9 @@ def test_cuda_launches_compute_the_same_on_cpu(dims, config, dtype, layout, int6
 
 # (kernel, stride, padding, dilation): phases 1, 2, 4 or 8; 1-9 candidate windows a base; windows
 # that leave gaps (k2 s3: 9 phases in 2D, the plain gather); dilation with and without stride.
-PHASE_GEOMETRIES = [(3, 2, 1, 1), (3, 1, 1, 1), (2, 2, 0, 1), (4, 2, 2, 1), (5, 2, 2, 1), (3, 2, 1, 2), (2, 1, 0, 2), (2, 3, 1, 1)]
+# Dilation beyond the stride: windows that hold no phase of a base along some dimension.
+PHASE_GEOMETRIES = [(3, 2, 1, 1), (3, 1, 1, 1), (2, 2, 0, 1), (4, 2, 2, 1), (5, 2, 2, 1), (3, 2, 1, 2), (2, 1, 0, 2), (2, 3, 1, 1),
+                    (3, 1, 1, 3), (2, 2, 1, 3)]  # fmt: skip
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed", "channel_slice", "strided_view"])
@@ -1035,6 +1037,29 @@ def test_phase_backward_sums_in_pytorch_order(dims, geometry, layout):
     assert spec.constexprs["NC_UNIFORM"] == (layout != "channel_slice") or spec.constexprs["C_INNER"]
     mp._launch(spec, x.device)
     assert _same_bits(grad_in, ref_grad)
+
+
+@pytest.mark.parametrize("kernel, stride, dilation", [(3, 1, 1), (3, 2, 1), (2, 3, 1), (3, 1, 4), (2, 2, 3), (4, 3, 2)])
+def test_phase_backward_decides_taps_while_compiling_as_defined(kernel, stride, dilation):
+    """The phase backward's compile-time decisions, against the definition: input i = STR * a + p
+    - PAD lies in window o = a - u at tap j when o * STR - PAD + j * DIL == i, 0 <= j < K."""
+    candidates = (kernel - 1) * dilation // stride + 1
+    for u in range(candidates + 2):
+        taps = [mp._phase_tap(p, u, kernel, stride, dilation) for p in range(stride)]
+        for p, tap in enumerate(taps):
+            holders = [j for j in range(kernel) if (-u) * stride + j * dilation == p]  # a = 0, PAD cancels
+            assert tap == (holders[0] if holders else -1), (u, p)
+        assert mp._window_holds_a_phase(u, kernel, stride, dilation) == any(t >= 0 for t in taps)
+        if u >= candidates:
+            assert not mp._window_holds_a_phase(u, kernel, stride, dilation)
+    # Two dimensions: a phase's tap is the window's flat tap, or -1 where either dimension misses.
+    for p in range(stride * stride):
+        for uh in range(candidates):
+            for uw in range(candidates):
+                jh, jw = mp._phase_tap(p // stride, uh, kernel, stride, dilation), mp._phase_tap(p % stride, uw, kernel, stride, dilation)
+                want = jh * kernel + jw if jh >= 0 and jw >= 0 else -1
+                got = mp._phases_tap(p, 0, uh, uw, 1, kernel, kernel, 1, stride, stride, 1, dilation, dilation)
+                assert got == want
 
 
 def test_phase_backward_pairs_the_phases_along_w_only_where_aligned():
