@@ -353,6 +353,7 @@ def test_dilation_wider_than_the_code(dims, shape, pool, layout, device):
     (g,) = torch.autograd.grad(OURS[dims](x, **pool, stride=1), x, grad)
     assert torch.equal(g, torch.autograd.grad(ref, x, grad)[0])
 
+
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("device_type", ["cpu", "cuda"])
@@ -473,6 +474,8 @@ TAP_WALK_CASES = {
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", list(TAP_WALK_CASES))
 def test_backward_with_dilation_beyond_the_stride(case, layout, device):
+    """The gather walking taps (CPU here; CUDA for strides with many phases) sums PyTorch's
+    gradients in PyTorch's order: float32 equal bit for bit."""
     dims, shape, pool = TAP_WALK_CASES[case]
     strides3, dilations3, kernel3 = (mp._pad3(mp._as_tuple("t", "v", pool.get(name, 1), dims), 1)
                                      for name in ("stride", "dilation", "kernel_size"))  # fmt: skip
