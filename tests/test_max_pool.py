@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
@@ -636,6 +637,58 @@ def test_forward_without_grad_writes_no_indices(device, monkeypatch):
     kernels.max_pool2d(x.detach(), 2, return_indices=True)
     flags = [(s.constexprs["TRACK_ARGMAX"], s.constexprs["WRITE_CODE"], s.constexprs["WRITE_INDICES"]) for s in specs]
     assert flags == [(False, False, False), (False, False, False), (True, True, False), (True, False, True)]
+
+
+# --------------------------------------------------------------------------------------------
+# Random geometries
+# --------------------------------------------------------------------------------------------
+
+
+def _random_case(seed: int):
+    """A pooling call drawn at random: 1-3 dims, kernel 1-4 (1D up to 12, an int16 code), stride
+    1-4, dilation 1-3 or (a quarter of the time, along the last dimension) up to 150, padding up to
+    half the kernel, ceil_mode, any dtype, and an input laid out in any of four ways, just large
+    enough for the windows."""
+    rng = random.Random(seed)
+    dims = rng.choice([1, 2, 3])
+    wide = rng.random() < 0.25
+    kernel = [rng.randint(1, 12 if dims == 1 and wide else 4) for _ in range(dims)]
+    dilation = [rng.choice([1, 1, 2, 3]) for _ in range(dims)]
+    if wide:
+        dilation[-1] = rng.randint(4, 150 if dims == 1 else 40)
+    stride = [rng.randint(1, 4) for _ in range(dims)]
+    padding = [rng.randint(0, k // 2) for k in kernel]
+    sizes = [max(1, (k - 1) * d + 1 - 2 * p) + rng.randint(0, 4) for k, d, p in zip(kernel, dilation, padding)]
+    shape = (rng.randint(1, 2), rng.randint(1, 4), *sizes)
+    pool = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=rng.random() < 0.3)
+    dtype = rng.choice(DTYPES)
+    layout = rng.choice(["contiguous", "channels_last", "strided_view", "channel_slice"])
+    return dims, shape, pool, dtype, layout
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_random_geometries_match_pytorch(seed):
+    """Values and indices equal PyTorch's bit for bit, gradients its within rounding, over random
+    calls. The gradient reference adds each output's gradient into its winner by PyTorch's index
+    (in float64), not through PyTorch's backward: a window of padding only has an index past the
+    input there, which PyTorch's CPU backward writes to. Indices come from PyTorch's contiguous
+    kernel, as its channels_last CPU kernels report other ones for such windows."""
+    dims, shape, pool, dtype, layout = _random_case(seed)
+    x = _layout(_random(shape, dtype, "cpu", seed).round(decimals=1), layout).requires_grad_(True)  # ties
+    ref, ref_idx = TORCH[dims](x.detach().contiguous(), **pool, return_indices=True)
+    out, idx = OURS[dims](x, **pool, return_indices=True)
+    assert _same_bits(out, ref) and torch.equal(idx, ref_idx), (dims, shape, pool, dtype, layout)
+
+    grad = _random(out.shape, dtype, "cpu", seed + 1)
+    (g,) = torch.autograd.grad(out, x, grad)
+    plane = math.prod(shape[2:])
+    flat_idx = ref_idx.flatten(2).clamp(max=plane - 1)
+    x_flat = x.detach().double().flatten(2)
+    won = (ref_idx.flatten(2) < plane) & (x_flat.gather(2, flat_idx) == ref.double().flatten(2))
+    want = torch.zeros_like(x_flat).scatter_add_(2, flat_idx, torch.where(won, grad.double().flatten(2), 0.0))
+    tolerance = {torch.float16: 2**-10, torch.bfloat16: 2**-7}.get(dtype)  # one rounding of the sum
+    kwargs = dict(rtol=tolerance, atol=tolerance) if tolerance else {}
+    torch.testing.assert_close(g.double().flatten(2), want, **kwargs, msg=lambda m: f"{(dims, shape, pool, dtype, layout)}: {m}")
 
 
 # --------------------------------------------------------------------------------------------
