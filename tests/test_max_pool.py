@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -666,21 +668,31 @@ def _random_case(seed: int):
     return dims, shape, pool, dtype, layout
 
 
+@pytest.mark.parametrize("plans", ["cpu", "cuda"])
 @pytest.mark.parametrize("seed", range(150))
-def test_random_geometries_match_pytorch(seed):
+def test_random_geometries_match_pytorch(seed, plans, monkeypatch):
     """Values and indices equal PyTorch's bit for bit, gradients its within rounding, over random
-    calls. The gradient reference adds each output's gradient into its winner by PyTorch's index
-    (in float64), not through PyTorch's backward: a window of padding only has an index past the
-    input there, which PyTorch's CPU backward writes to. Indices come from PyTorch's contiguous
-    kernel, as its channels_last CPU kernels report other ones for such windows."""
+    calls, with the launches planned for CPU or (run here in the interpreter) for CUDA: its tiles
+    and its phase backward. The gradient reference adds each output's gradient into its winner by
+    PyTorch's index (in float64), not through PyTorch's backward: a window of padding only has an
+    index past the input there, which PyTorch's CPU backward writes to. Indices come from
+    PyTorch's contiguous kernel, as its channels_last CPU kernels report other ones for such windows."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from stand_in_driver import cuda_launch_specs
+
     dims, shape, pool, dtype, layout = _random_case(seed)
     x = _layout(_random(shape, dtype, "cpu", seed).round(decimals=1), layout).requires_grad_(True)  # ties
     ref, ref_idx = TORCH[dims](x.detach().contiguous(), **pool, return_indices=True)
-    out, idx = OURS[dims](x, **pool, return_indices=True)
+    kernels_run = []
+    launch = mp._launch
+    monkeypatch.setattr(mp, "_launch", lambda spec, device: (kernels_run.append(spec.kernel), launch(spec, device)))
+    grad = _random(ref.shape, dtype, "cpu", seed + 1)
+    with cuda_launch_specs() if plans == "cuda" else contextlib.nullcontext():
+        out, idx = OURS[dims](x, **pool, return_indices=True)
+        (g,) = torch.autograd.grad(out, x, grad)
     assert _same_bits(out, ref) and torch.equal(idx, ref_idx), (dims, shape, pool, dtype, layout)
-
-    grad = _random(out.shape, dtype, "cpu", seed + 1)
-    (g,) = torch.autograd.grad(out, x, grad)
+    backward_kernels = {"cpu": ("backward", "backward_scatter"), "cuda": ("backward_phase", "backward")}[plans]
+    assert len(kernels_run) == 2 and kernels_run[0] == "forward" and kernels_run[1] in backward_kernels
     plane = math.prod(shape[2:])
     flat_idx = ref_idx.flatten(2).clamp(max=plane - 1)
     x_flat = x.detach().double().flatten(2)
