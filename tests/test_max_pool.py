@@ -700,7 +700,8 @@ def test_random_geometries_match_pytorch(seed, plans, monkeypatch):
     want = torch.zeros_like(x_flat).scatter_add_(2, flat_idx, torch.where(won, grad.double().flatten(2), 0.0))
     tolerance = {torch.float16: 2**-10, torch.bfloat16: 2**-7}.get(dtype)  # one rounding of the sum
     kwargs = dict(rtol=tolerance, atol=tolerance) if tolerance else {}
-    torch.testing.assert_close(g.double().flatten(2), want, **kwargs, msg=lambda m: f"{(dims, shape, pool, dtype, layout)}: {m}")
+    case = (dims, shape, pool, dtype, layout)
+    torch.testing.assert_close(g.double().flatten(2), want, **kwargs, msg=lambda m: f"{case}: {m}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1124,7 +1125,8 @@ def test_phase_backward_decides_taps_while_compiling_as_defined(kernel, stride, 
     for p in range(stride * stride):
         for uh in range(candidates):
             for uw in range(candidates):
-                jh, jw = mp._phase_tap(p // stride, uh, kernel, stride, dilation), mp._phase_tap(p % stride, uw, kernel, stride, dilation)
+                jh = mp._phase_tap(p // stride, uh, kernel, stride, dilation)
+                jw = mp._phase_tap(p % stride, uw, kernel, stride, dilation)
                 want = jh * kernel + jw if jh >= 0 and jw >= 0 else -1
                 got = mp._phases_tap(p, 0, uh, uw, 1, kernel, kernel, 1, stride, stride, 1, dilation, dilation)
                 assert got == want
