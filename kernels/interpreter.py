@@ -13,10 +13,15 @@ memory-bound kernel such as pooling they dominate.
   a numpy view of its storage. Indices are bounds-checked (an IndexError, not a stray read), masked
   lanes are never touched, and a pointer that falls in none of the tensors goes to the
   interpreter's own loader unchanged;
-* pointer additions in one pass: a row of pointers plus a column of offsets is summed by
-  broadcasting, not converted, scaled and added as three full tiles;
+* pointer additions without their full-tile passes: a row of pointers plus a column of offsets
+  (or a scalar pointer plus a tile of offsets) is kept as those two parts, which a load or a
+  store turns into element indices with one broadcast addition: no full tile of addresses (the
+  interpreter converts, scales and adds three), no passes to turn them back into indices and to
+  bounds-check those (a subtraction, a shift, a minimum). Addresses are computed only if another
+  operation reads them;
 * scalars spread over a block (``splat``: a scalar operand of a block operation, a load's
-  ``other``) as read-only broadcast views instead of freshly filled blocks;
+  ``other``) as read-only broadcast views instead of freshly filled blocks, and the zeros of
+  ``get_null_value``, without the interpreter's dtype table (rebuilt on every call);
 * selects (``tl.where``) without branches: numpy's ``where`` branches on every element, and on a
   data-dependent mask such as "this tap beats the best so far" mispredicts half the time
   (~4 ns an element here, against ~0.5 for a bitwise blend);
@@ -92,31 +97,86 @@ class _Storages:
                 return base, view
         return None
 
-    def indices(self, ptrs: np.ndarray, mask: np.ndarray, dtype: np.dtype):
+    def indices(self, ptrs, mask: np.ndarray, dtype: np.dtype):
         """(view, element indices, mask of the dead lanes or None when all live) for the pointers of
-        one access; _NOTHING_LIVE; or None when they do not point into the launch's tensors
-        (or not at whole elements of ``dtype``, as a misaligned dtype view's would).
+        one access (an array of addresses, or _Addresses of the mask's shape); _NOTHING_LIVE; or
+        None when they do not point into the launch's tensors (or not at whole elements of
+        ``dtype``, as a misaligned dtype view's would).
         Masked lanes get index 0: their pointers may lie anywhere (a window in the padding)."""
         live = mask.all()
         first = 0 if live else int(mask.argmax())
         if not live and not mask.flat[first]:
             return _NOTHING_LIVE
-        address = int(ptrs.flat[first])
+        address = ptrs.address_at(first) if isinstance(ptrs, _Addresses) else int(ptrs.flat[first])
         found = self.find(address, dtype)
         if found is None or (address - found[0]) % dtype.itemsize:
             return None
         base, view = found
-        index = ptrs.view(np.int64) - base  # addresses fit in int64; a fresh array
-        if dtype.itemsize > 1:
-            index >>= dtype.itemsize.bit_length() - 1  # itemsizes are powers of two
+        shift = dtype.itemsize.bit_length() - 1  # itemsizes are powers of two
+        if isinstance(ptrs, _Addresses):
+            index, lowest = ptrs.element_indices(base, shift)
+        else:
+            index = ptrs.view(np.int64) - base  # addresses fit in int64; a fresh array
+            index >>= shift
+            lowest = None
         if not live:
             dead = ~mask
             np.copyto(index, 0, where=dead)
         # numpy would take a negative index from the end of the storage: refuse it, as numpy
         # refuses one past the end.
-        if index.size and index.min() < 0:
+        if index.size and (lowest is None or lowest < 0) and index.min() < 0:
             raise IndexError(f"a pointer lies {-int(index.min())} elements before the start of its tensor's storage")
         return view, index, None if live else dead
+
+
+_LAZY_ADDRESSES = 4096  # elements: below, a tile's passes cost less than the Python to skip them
+
+
+class _Addresses(TensorHandle):
+    """A tile of pointers ``ptr + offset`` kept as its two compact operands (``bases``: byte
+    addresses; ``offsets``: in elements of ``width`` bytes), which broadcast to the tile.
+
+    A tap's pointers are typically a row of pointers plus a column of offsets. Loads and stores
+    need them as element indices into a storage, which the parts give in one pass over the tile
+    (each part converted first, at the cost of a row or a column); the addresses themselves
+    (``data``: a full pass, and three more to turn them back into checked indices) are computed
+    only if some other operation reads them."""
+
+    def __init__(self, bases: np.ndarray, offsets: np.ndarray, width: int, shape: tuple, dtype):
+        # Not TensorHandle's __init__: its size check reads ``data``.
+        self.__dict__.update(bases=bases, offsets=offsets, width=width, shape=shape, dtype=dtype, attr={})
+
+    @property
+    def data(self) -> np.ndarray:
+        data = self.__dict__.get("_data")
+        if data is None:
+            # Negative offsets wrap, as the interpreter's own astype does.
+            step = np.multiply(self.offsets, np.uint64(self.width), dtype=np.uint64, casting="unsafe")
+            data = np.add(self.bases, step, out=step if step.shape == self.shape else None)
+            if data.shape != self.shape:
+                data = np.broadcast_to(data, self.shape)
+            self.__dict__["_data"] = data
+        return data
+
+    def address_at(self, flat: int) -> int:
+        """The address of the tile's element ``flat`` (in C order)."""
+        at = np.unravel_index(flat, self.shape)
+        base = int(np.broadcast_to(self.bases, self.shape)[at])
+        return (base + int(np.broadcast_to(self.offsets, self.shape)[at]) * self.width) % 2**64
+
+    def element_indices(self, storage: int, shift: int) -> tuple[np.ndarray, int | None]:
+        """(indices, in elements of ``1 << shift`` bytes, of the pointers into the storage at
+        address ``storage``, as a fresh int64 array of the tile's shape; their minimum, or None
+        if not known without a pass). Needs ``width == 1 << shift``."""
+        bases = self.bases.view(np.int64) - storage  # a row or a column: addresses fit in int64
+        bases >>= shift
+        index = np.add(bases, self.offsets, dtype=np.int64)
+        if index.shape != self.shape:  # (both parts repeat along an axis: rare)
+            index = np.broadcast_to(index, self.shape).copy()
+        lowest = None
+        if all(a == 1 or b == 1 for a, b in zip(bases.shape, self.offsets.shape)) and bases.size and self.offsets.size:
+            lowest = int(bases.min()) + int(self.offsets.min())  # every pair of parts occurs
+        return index, lowest
 
 
 def _compact(a: np.ndarray) -> np.ndarray:
@@ -159,6 +219,18 @@ def _to_float16(data: np.ndarray) -> np.ndarray:
     return torch.from_numpy(data).half().numpy()
 
 
+def _np_dtype(tt_dtype) -> np.dtype:
+    """The interpreter's ``_get_np_dtype``, memoized: it rebuilds its table of a dozen Triton types
+    on every call (~14 us), and a program's splats and loads ask hundreds of times."""
+    try:
+        return _scalar_np_dtype(tt_dtype)
+    except TypeError:  # unhashable: pointer types
+        return _get_np_dtype(tt_dtype)
+
+
+_scalar_np_dtype = functools.lru_cache(maxsize=64)(_get_np_dtype)
+
+
 class _FastMemory:
     """Vectorized replacements for the interpreter builder's masked load and store, and a leaner
     pointer addition."""
@@ -170,19 +242,27 @@ class _FastMemory:
 
     @staticmethod
     def addptr(ptr, offset):
-        """``ptr + offset`` (in elements), in the interpreter's uint64 arithmetic, in one pass over
-        the tile. The interpreter converts, scales and adds the full broadcast tiles (three passes,
-        three fresh arrays); the typical tap pointer, a row of pointers plus a column of offsets,
-        needs only their broadcast sum."""
+        """``ptr + offset`` (in elements), in the interpreter's uint64 arithmetic. Where the sum
+        is a full tile, as _Addresses: the sum a load or a store needs is done there, once, as
+        element indices. Otherwise in one pass: the interpreter converts, scales and adds the
+        full broadcast tiles (three passes, three fresh arrays)."""
         width = max(1, ptr.get_element_ty().primitive_bitwidth // 8)  # int1 pointers step by bytes
-        offset_data = _compact(offset.data)
-        # Converted and scaled in one pass; negative offsets wrap, as the interpreter's astype does.
-        step = np.multiply(offset_data, np.uint64(width), dtype=np.uint64, casting="unsafe")
+        bases, offsets = _compact(ptr.data), _compact(offset.data)
         shape = np.broadcast_shapes(ptr.data.shape, offset.data.shape)
+        size = math.prod(shape)
+        if size >= _LAZY_ADDRESSES and offsets.dtype.kind == "i" and offsets.ndim == len(shape):
+            # (a scalar pointer plus a tile of offsets; or pointers along one axis and offsets
+            # along another)
+            if bases.size == 1:
+                bases = bases.reshape((1,) * len(shape))
+            if bases.ndim == len(shape) and (bases.size == 1 or max(bases.size, offsets.size) < size):
+                return _Addresses(bases, offsets, width, shape, ptr.dtype)
+        # Converted and scaled in one pass; negative offsets wrap, as the interpreter's astype does.
+        step = np.multiply(offsets, np.uint64(width), dtype=np.uint64, casting="unsafe")
         if step.shape == shape:  # a full tile of offsets (fresh): add the pointers into it
-            address = np.add(_compact(ptr.data), step, out=step)
+            address = np.add(bases, step, out=step)
         else:
-            address = np.add(_compact(ptr.data), step)
+            address = np.add(bases, step)
             if address.shape != shape:  # both operands repeat along the same axis: stays a view
                 address = np.broadcast_to(address, shape)
         return TensorHandle(address, ptr.dtype)
@@ -192,8 +272,16 @@ class _FastMemory:
         """``arg`` repeated over the block ``ret_ty`` as a read-only broadcast view: what
         numpy's operations do with a scalar anyway, without filling a block first. (Nothing in the
         interpreter writes into an operand; a write would raise, not corrupt.)"""
-        value = np.asarray(arg.data).astype(_get_np_dtype(arg.dtype))  # as np.full converts it
-        return TensorHandle(np.broadcast_to(value, ret_ty.shape), arg.dtype.scalar)
+        value = np.asarray(arg.data).astype(_np_dtype(arg.dtype))  # as np.full converts it
+        # What np.broadcast_to makes, built directly (a third of its ~6 us of Python).
+        block = np.ndarray(ret_ty.shape, value.dtype, buffer=value, strides=(0,) * len(ret_ty.shape))
+        block.flags.writeable = False
+        return TensorHandle(block, arg.dtype.scalar)
+
+    @staticmethod
+    def null_value(type):
+        """The interpreter's ``get_null_value`` (a zero of ``type``) without its dtype table."""
+        return TensorHandle(np.zeros(1, _np_dtype(type)), type)
 
     @staticmethod
     def select(cond, lhs, rhs):
@@ -227,10 +315,19 @@ class _FastMemory:
             return TensorHandle(_convert_compact(src.data, narrow), dst_type.scalar)
         return type(interpreter_builder).create_fp_trunc(interpreter_builder, src, dst_type)
 
+    @staticmethod
+    def _lanes(ptrs, mask: np.ndarray, dtype: np.dtype):
+        """(pointers: the addresses, or _Addresses where they fit the access; mask), broadcast to
+        one shape."""
+        if isinstance(ptrs, _Addresses) and ptrs.width == dtype.itemsize:
+            if np.broadcast_shapes(ptrs.shape, mask.shape) == ptrs.shape:
+                return ptrs, np.broadcast_to(mask, ptrs.shape)
+        return np.broadcast_arrays(ptrs.data, mask)
+
     def load(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile):
         element = ptrs.get_element_ty()
-        dtype = _get_np_dtype(element)  # the interpreter's own table: bfloat16 as uint16
-        pointers, lanes = np.broadcast_arrays(ptrs.data, mask.data)
+        dtype = _np_dtype(element)  # the interpreter's own table: bfloat16 as uint16
+        pointers, lanes = self._lanes(ptrs, mask.data, dtype)
         found = self.storages.indices(pointers, lanes, dtype)
         if found is None:
             return self.original_load(ptrs, mask, other, cache_modifier, eviction_policy, is_volatile)
@@ -246,7 +343,9 @@ class _FastMemory:
 
     def store(self, ptrs, value, mask, cache_modifier, eviction_policy):
         values = value.data
-        pointers, lanes, values = np.broadcast_arrays(ptrs.data, mask.data, values)
+        lanes = np.broadcast_to(mask.data, np.broadcast_shapes(mask.data.shape, values.shape))
+        pointers, lanes = self._lanes(ptrs, lanes, values.dtype)
+        values = np.broadcast_to(values, lanes.shape)
         found = self.storages.indices(pointers, lanes, values.dtype)
         if found is None:
             return self.original_store(ptrs, value, mask, cache_modifier, eviction_policy)
@@ -439,6 +538,7 @@ def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs, replay
         builder.create_splat = memory.splat
         builder.create_fp_ext = memory.fp_ext
         builder.create_fp_trunc = memory.fp_trunc
+        builder.get_null_value = memory.null_value
         try:
             if replay and grid[0] * math.prod(grid[1:]) > 2:  # InterpretedFunction.run, with the kernel wrapped
                 GridExecutor(_Replay(fn.rewrite(), builder), fn.arg_names, grid, fn.pre_run_hooks)(*args, **constexprs)
@@ -446,5 +546,5 @@ def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs, replay
                 fn[grid](*args, **constexprs)
         finally:
             del builder.create_masked_load, builder.create_masked_store, builder.create_addptr, builder.create_select
-            del builder.create_splat, builder.create_fp_ext, builder.create_fp_trunc
+            del builder.create_splat, builder.create_fp_ext, builder.create_fp_trunc, builder.get_null_value
             builder.options = saved_options

@@ -40,6 +40,20 @@ def _expected_gather(src2d, rows, cols, block, dst_before):
     return torch.where(upper, tile, dst_before)
 
 
+@pytest.fixture(params=["addresses", "parts"])
+def address_path(request, monkeypatch):
+    """Pointer tiles as the interpreter's addresses, or (from any size up) as _Addresses whose
+    parts loads and stores turn into indices directly; yields the calls of the latter."""
+    calls = []
+    if request.param == "parts":
+        real = interpreter._Addresses.element_indices
+        monkeypatch.setattr(interpreter, "_LAZY_ADDRESSES", 1)
+        monkeypatch.setattr(interpreter._Addresses, "element_indices", lambda self, *a: (calls.append(1), real(self, *a))[1])
+    else:
+        monkeypatch.setattr(interpreter, "_LAZY_ADDRESSES", float("inf"))
+    return request.param, calls
+
+
 @pytest.fixture
 def forbid_slow_path(monkeypatch):
     """Fail if any load or store reaches the interpreter's element-at-a-time C++ loader."""
@@ -53,7 +67,7 @@ def forbid_slow_path(monkeypatch):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("rows, cols", [(8, 8), (5, 3), (0, 4)], ids=["full", "partial", "nothing_live"])
-def test_masked_gather_and_store_match_the_definition(dtype, rows, cols, forbid_slow_path):
+def test_masked_gather_and_store_match_the_definition(dtype, rows, cols, forbid_slow_path, address_path):
     block = 8
     # The source is a view into the middle of a larger storage (storage offset, row stride 11):
     # pointers are resolved against the storage, not the view.
@@ -63,6 +77,8 @@ def test_masked_gather_and_store_match_the_definition(dtype, rows, cols, forbid_
     expected = _expected_gather(src2d, rows, cols, block, dst.clone())
     interpreter.launch(GATHER, (1,), (src2d, dst, rows, cols, 11), dict(OFFSET=0, BLOCK=block))
     assert torch.equal(dst, expected)
+    path, calls = address_path
+    assert len(calls) == (0 if path == "addresses" else 2 if rows else 1)  # nothing live: no load
 
 
 def test_scalar_load_and_store(forbid_slow_path):
@@ -71,7 +87,7 @@ def test_scalar_load_and_store(forbid_slow_path):
     assert dst.item() == 5.0
 
 
-def test_a_live_lane_outside_its_tensor_is_an_error_not_a_read():
+def test_a_live_lane_outside_its_tensor_is_an_error_not_a_read(address_path):
     src = torch.arange(8, dtype=torch.float32)  # a storage of exactly 8 elements
     dst = torch.zeros(4, 4)
     # Row 1 of a 4x4 tile with row stride 8 reads elements 8..11: past the end of src.
@@ -85,7 +101,7 @@ def _reversed_kernel(src_ptr, dst_ptr, BLOCK: tl.constexpr):
 
 
 @pytest.mark.parametrize("store", [False, True])
-def test_a_live_lane_before_its_tensor_is_an_error_not_a_wraparound(store):
+def test_a_live_lane_before_its_tensor_is_an_error_not_a_wraparound(store, address_path):
     # Lane 0 lies in the tensor, lanes 4.. before its first element: numpy would read (or write)
     # them from the end of the storage.
     a, b = torch.arange(8, dtype=torch.float32), torch.zeros(8)
@@ -128,12 +144,12 @@ def test_the_builder_is_restored_after_a_launch_even_a_failing_one():
     with pytest.raises(Exception):
         interpreter.launch(GATHER, (1,), (torch.arange(8.0), torch.zeros(4, 4), 4, 4, 8), dict(OFFSET=0, BLOCK=4))
     names = ["create_masked_load", "create_masked_store", "create_addptr", "create_select", "create_splat"]
-    for name in names + ["create_fp_ext", "create_fp_trunc"]:
+    for name in names + ["create_fp_ext", "create_fp_trunc", "get_null_value"]:
         assert name not in vars(interpreter_builder), name
     assert interpreter_builder.options is options and options.sanitize_overflow
 
 
-def test_pooling_on_cpu_never_takes_the_slow_path(forbid_slow_path):
+def test_pooling_on_cpu_never_takes_the_slow_path(forbid_slow_path, address_path):
     # Every load and store of the forward (values, taps, indices) and of both backward kernels.
     for kwargs in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)):
         x = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
@@ -142,6 +158,8 @@ def test_pooling_on_cpu_never_takes_the_slow_path(forbid_slow_path):
         ref, ref_idx = torch.nn.functional.max_pool2d(x.detach(), return_indices=True, **kwargs)
         assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
         assert x.grad.sum().item() == out.numel()
+    path, calls = address_path
+    assert (path == "parts") == bool(calls)
 
 
 def test_launches_from_several_threads_take_turns():
@@ -206,6 +224,49 @@ def test_pointer_addition_matches_the_interpreters(ptr_shape, offset_shape, offs
     assert got.data.shape == shape and got.data.dtype == np.uint64
     assert np.array_equal(got.data, expected.data)
     assert got.dtype == expected.dtype
+
+
+@pytest.mark.parametrize("element", [tl.float32, tl.float16, tl.int1, tl.float64], ids=str)
+@pytest.mark.parametrize("offset_dtype", [np.int32, np.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize(
+    "ptr_shape, offset_shape", [((1, 8), (4, 1)), ((4, 1), (1, 8)), ((1, 1), (4, 8)), ((1,), (6,)), ((2, 1, 1), (1, 3, 4))]
+)  # fmt: skip
+def test_address_parts_give_the_interpreters_addresses_and_indices(ptr_shape, offset_shape, offset_dtype, element, monkeypatch):
+    """A full tile of pointers kept as its parts: its addresses (if anything reads them), its first
+    live address and its element indices, with their minimum, are those of the interpreter's own
+    addition, negative offsets included."""
+    monkeypatch.setattr(interpreter, "_LAZY_ADDRESSES", 1)
+    width = max(1, element.primitive_bitwidth // 8)
+    shape = np.broadcast_shapes(ptr_shape, offset_shape)
+    rng = np.random.default_rng(2)
+    storage = 2**40
+    ptrs = np.uint64(storage) + (rng.integers(0, 2**10, ptr_shape) * width).astype(np.uint64)
+    offsets = rng.integers(-(2**8), 2**12, offset_shape).astype(offset_dtype)
+    offsets.flat[0] = -(2**12)  # before the storage from every pointer
+    ptr = triton_interpreter.TensorHandle(np.broadcast_to(ptrs, shape), tl.pointer_type(element))
+    offset = triton_interpreter.TensorHandle(np.broadcast_to(offsets, shape), tl.int32 if offset_dtype == np.int32 else tl.int64)
+    expected = type(interpreter_builder).create_addptr(interpreter_builder, ptr, offset).data
+    got = interpreter._FastMemory.addptr(ptr, offset)
+    assert isinstance(got, interpreter._Addresses) and got.shape == shape
+    assert all(got.address_at(k) == int(expected.flat[k]) for k in (0, 5, expected.size - 1))
+    shift = width.bit_length() - 1
+    index, lowest = got.element_indices(storage, shift)
+    want = (expected.view(np.int64) - storage) >> shift
+    assert index.shape == shape and index.dtype == np.int64 and np.array_equal(index, want)
+    assert lowest == want.min() and want.min() < 0  # some offsets reach before the storage
+    assert np.array_equal(got.data, expected) and got.data.dtype == np.uint64  # read last: kept lazy until here
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (4096,)])
+def test_small_or_unbroadcast_pointer_tiles_stay_addresses(shape):
+    """Parts pay off only for tiles of some size made by a broadcast: a small tile, or pointers
+    that already fill the tile, are added at once."""
+    ptr = triton_interpreter.TensorHandle(np.full(shape, 2**40, np.uint64), tl.pointer_type(tl.float32))
+    offset = triton_interpreter.TensorHandle(np.zeros(shape, np.int32), tl.int32)
+    assert type(interpreter._FastMemory.addptr(ptr, offset)) is triton_interpreter.TensorHandle
+    small = triton_interpreter.TensorHandle(np.full((1, 8), 2**40, np.uint64), tl.pointer_type(tl.float32))
+    column = triton_interpreter.TensorHandle(np.zeros((8, 1), np.int32), tl.int32)
+    assert type(interpreter._FastMemory.addptr(small, column)) is triton_interpreter.TensorHandle
 
 
 @pytest.mark.parametrize(
