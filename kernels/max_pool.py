@@ -317,6 +317,7 @@ def _max_pool_forward_kernel(
     VEC: tl.constexpr,  # (C_INNER) columns a thread takes: one 128-bit access of values
     NC_UNIFORM: tl.constexpr,  # (not C_INNER) n's strides are C times c's in both tensors
     PAIR_W: tl.constexpr,  # (CUDA, not C_INNER, STR_W == 2) load inputs 2*ow and 2*ow + 1 as one access
+    CLAMP_TAIL: tl.constexpr,  # (interpreter) lanes past the last row or column repeat it, unmasked
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
 ):
     pid = tl.program_id(0)
@@ -329,6 +330,15 @@ def _max_pool_forward_kernel(
     else:
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if CLAMP_TAIL:
+        # Lanes past the end of the tile space (the last tiles along rows and columns are partly
+        # outside it) repeat the last row or column instead of being masked off: they load what
+        # it loads and store the same values to the same addresses, all within this program. For
+        # the interpreter: a masked-off lane costs it as much as a live one, and every access
+        # with a masked-off lane costs several more passes (clearing its index, filling its
+        # value, compacting a store's lanes). A GPU masks lanes for free, so CUDA keeps the mask.
+        rows = tl.minimum(rows, ROWS - 1)
+        cols = tl.minimum(cols, COLS - 1)
     rows = rows[:, None]
     cols = cols[None, :]
     if C_INNER:
@@ -512,6 +522,7 @@ def _max_pool_backward_kernel(
     ACC: tl.constexpr,  # accumulate in float32 (float64 for float64 gradients)
     VEC: tl.constexpr,  # (C_INNER) columns a thread takes: one 128-bit access of values
     NC_UNIFORM: tl.constexpr,  # (not C_INNER) n's strides are C times c's in both tensors
+    CLAMP_TAIL: tl.constexpr,  # (interpreter) lanes past the last row or column repeat it, unmasked (see the forward)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
 ):
     # Along one dimension, input position i lies in the window of output o at tap j when
@@ -537,6 +548,9 @@ def _max_pool_backward_kernel(
     else:
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if CLAMP_TAIL:  # past the end, repeat the last row or column (see the forward)
+        rows = tl.minimum(rows, ROWS - 1)
+        cols = tl.minimum(cols, COLS - 1)
     rows = rows[:, None]
     cols = cols[None, :]
     if C_INNER:
@@ -848,6 +862,7 @@ def _max_pool_backward_scatter_kernel(
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,  # dilation
     C_INNER: tl.constexpr,  # tile columns walk C (else OW)
     C_FASTEST: tl.constexpr,  # (not C_INNER) rows walk (n, d, h, c), channels fastest, else (n, c, d, h)
+    CLAMP_TAIL: tl.constexpr,  # lanes past the last row or column repeat it, unmasked (see the forward)
     INT64: tl.constexpr,  # offsets may exceed int32
     ACC: tl.constexpr,  # add in float32 (float64 for float64 gradients)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
@@ -868,6 +883,9 @@ def _max_pool_backward_scatter_kernel(
     else:
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if CLAMP_TAIL:  # past the end, repeat the last row or column (see the forward)
+        rows = tl.minimum(rows, ROWS - 1)
+        cols = tl.minimum(cols, COLS - 1)
     rows = rows[:, None]
     cols = cols[None, :]
     if C_INNER:
@@ -1187,6 +1205,7 @@ def _forward_plan(
         WRITE_INDICES=write_idx, INT64=int64, ACC=_acc_dtype(dtype), VEC=min(16 // dtype.itemsize, block_n),
         NC_UNIFORM=_nc_uniform(shape5, strides5, out_strides5),
         PAIR_W=device_type == "cuda" and not c_inner and _pad3(stride, 1)[2] == 2 and _pairs_aligned(shape5, strides5),
+        CLAMP_TAIL=device_type != "cuda",
         BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     return rows, cols, _grid(rows, cols, block_m, block_n), MappingProxyType(constexprs), warps
@@ -1239,7 +1258,7 @@ def _backward_plan(
     block_m, block_n, warps = launch_config(rows, cols, device_type, heavy, dtype.itemsize)
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
-        C_INNER=c_inner, INT64=int64, BLOCK_M=block_m, BLOCK_N=block_n,
+        C_INNER=c_inner, INT64=int64, CLAMP_TAIL=device_type != "cuda", BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     constexprs["ACC"] = _acc_dtype(dtype)
     if scatter:

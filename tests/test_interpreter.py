@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,6 +162,49 @@ def test_pooling_on_cpu_never_takes_the_slow_path(forbid_slow_path, address_path
         assert x.grad.sum().item() == out.numel()
     path, calls = address_path
     assert (path == "parts") == bool(calls)
+
+
+@pytest.mark.parametrize("plans", ["cpu", "cuda"])
+def test_cpu_tiles_repeat_their_last_row_and_column_instead_of_masking(plans, monkeypatch):
+    """CPU plans clamp the lanes past the end of a partial tile to its last row or column: without
+    padding, no store and no load of the forward or the scatter backward has a masked-off lane
+    (each would cost the interpreter extra passes); the gather backward's loads keep the masks of
+    candidate windows that do not exist. Results stay PyTorch's. CUDA's plans (run here in the
+    interpreter) keep the mask, so the check does see masked lanes where there are some."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from stand_in_driver import cuda_launch_specs
+
+    accesses, kernel = [], [None]
+    launch = mp._launch
+    monkeypatch.setattr(mp, "_launch", lambda spec, device: (kernel.__setitem__(0, spec.kernel), launch(spec, device))[1])
+    for op in ("load", "store"):
+        real = getattr(interpreter._FastMemory, op)
+
+        def access(self, ptrs, *args, op=op, real=real):
+            mask = args[0 if op == "load" else 1]
+            accesses.append((kernel[0], op, bool(mask.data.all())))
+            return real(self, ptrs, *args)
+
+        monkeypatch.setattr(interpreter._FastMemory, op, access)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        # 2x3 planes of 9x11 (tiles over 24 or 27 rows and 5 columns: partial both ways), windows
+        # that do not overlap (the scatter backward) and that do (the gather backward).
+        x = torch.randn(2, 3, 9, 11, dtype=torch.float64).to(memory_format=layout).requires_grad_(True)
+        for kwargs in (dict(kernel_size=2), dict(kernel_size=3, stride=2)):
+            with cuda_launch_specs() if plans == "cuda" else contextlib.nullcontext():
+                out, idx = mp.max_pool2d(x, return_indices=True, **kwargs)
+                (grad,) = torch.autograd.grad(out, x, torch.ones_like(out))
+            ref, ref_idx = torch.nn.functional.max_pool2d(x.detach(), return_indices=True, **kwargs)
+            assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+            winners = torch.zeros_like(x).flatten(2).scatter_add_(2, ref_idx.flatten(2), torch.ones_like(ref).flatten(2))
+            assert torch.equal(grad, winners.view_as(x))
+    kernels_run = {k for k, _, _ in accesses}
+    assert kernels_run == ({"forward", "backward", "backward_scatter"} if plans == "cpu" else {"forward", "backward_phase"})
+    masked = {(k, op) for k, op, unmasked in accesses if not unmasked}
+    if plans == "cpu":
+        assert masked == {("backward", "load")}
+    else:
+        assert ("forward", "store") in masked and ("backward_phase", "store") in masked
 
 
 def test_launches_from_several_threads_take_turns():
