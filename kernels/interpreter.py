@@ -41,7 +41,9 @@ memory-bound kernel such as pooling they dominate.
   (every program runs the frontend) where a recorded value steered Python control flow (an ``if``
   or a ``range`` on tensor data or on the program id), or where an operation took a block made
   outside the builder (the interpreter's own reductions and ``.T``): a program could then differ
-  from the first two in ways their records cannot show.
+  from the first two in ways their records cannot show. The record is kept for later launches of
+  the same kernel with the same constexprs and argument types, which replay all their programs
+  on their own arguments, unless a launch's scalar argument steered Python control flow.
 
 The kernel source and its semantics (as a GPU runs it) are untouched, and so is the interpreter's
 execution of every other operation.
@@ -51,6 +53,7 @@ several threads take turns (a lock), which also keeps one launch's memory views 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import inspect
@@ -365,20 +368,33 @@ class _Step(NamedTuple):
     part: int | None
 
 
+class _Argument(NamedTuple):
+    """A reference, in a tape, to one of the launch's arguments (a pointer or a scalar), so that a
+    tape kept for later launches takes theirs."""
+
+    name: str
+
+
 class _Tape:
     """The builder operations of one program, in order, as (name, arguments, keyword arguments):
-    an argument that one of them returned becomes a _Step; anything else (the launch's arguments,
-    constants, types, shapes) is kept as it is, the same for every program."""
+    an argument that one of them returned becomes a _Step, one of the launch's arguments an
+    _Argument; anything else (constants, types, shapes) is kept as it is, the same for every
+    program."""
 
-    def __init__(self):
+    def __init__(self, arguments: dict):
+        self.arguments = {id(handle): (name, handle) for name, handle in arguments.items()}
         self.steps = []
         self.data_dependent = False  # a recorded value decided the kernel's Python control flow
+        self.launch_dependent = False  # so did a launch's argument (the same for all its programs)
         self.depth = 0  # builder methods running (only the outermost is a step)
 
     def encode(self, value):
         if isinstance(value, TensorHandle):
             origin = value.__dict__.get("_tape_origin")
-            return _Step(*origin[1:]) if origin is not None and origin[0] is self else value
+            if origin is not None and origin[0] is self:
+                return _Step(*origin[1:])
+            argument = self.arguments.get(id(value))
+            return _Argument(argument[0]) if argument is not None and argument[1] is value else value
         if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
             return type(value)(self.encode(v) for v in value)
         return value
@@ -430,16 +446,45 @@ def _same(a, b) -> bool:
         return a is b
 
 
+# Verified tapes by kernel and launch signature (constexprs; types of the other arguments): a
+# later launch with the same signature replays every program, its first two included. The
+# frontend's two programs cost ~15-20 ms more than replayed ones on the seed's layer (Python:
+# ~50 us per `tl` operation), ~15% of its forward+backward. A tape of a pooling kernel holds
+# ~150-1200 steps, ~0.3 MB: the least recently used go past 128 (a network's pooling layers
+# launch two or three kernels each).
+_TAPES: collections.OrderedDict = collections.OrderedDict()
+_TAPES_LIMIT = 128
+
+
+def _signature_of(kernel, args: dict):
+    """What a tape of ``kernel`` depends on besides the values of its arguments, or None if that
+    cannot be a dictionary key."""
+    parts = tuple(
+        (name, str(value.type), value.handle.data.dtype.str) if isinstance(value, tl.tensor) else (name, value)
+        for name, value in args.items()
+    )  # fmt: skip
+    try:
+        hash(parts)
+    except TypeError:
+        return None
+    return kernel, parts
+
+
 class _Replay:
     """The kernel as GridExecutor calls it, once per program: the first two programs through
     Triton's frontend, recording the builder's operations; then, if the two tapes agree, the
-    first tape replayed (its operations on this program's id), each result dropped after its last
-    use as the frontend's variables would be."""
+    first tape replayed (its operations on this program's id, with this launch's arguments), each
+    result dropped after its last use as the frontend's variables would be. A verified tape is
+    kept for later launches of the same signature, unless the launch's own arguments steered the
+    kernel's Python control flow (an `if` or a `range` on a scalar argument): such a launch
+    replays only its own programs."""
 
     def __init__(self, kernel, builder):
         self.kernel, self.builder = kernel, builder
         self.tapes = []
         self.program = None  # [(bound method, args, kwargs, indices to free)] once verified
+        self.arguments = None  # the launch's tensor arguments' handles, by name
+        self.signature = None
         functools.update_wrapper(self, kernel)
         self.__signature__ = inspect.signature(kernel)  # GridExecutor binds arguments by it
         self.__globals__ = kernel.__globals__  # and patches the triton.language it finds there
@@ -449,7 +494,15 @@ class _Replay:
             return self._replay()
         if len(self.tapes) == 2:  # the programs differed: the frontend for every one
             return self.kernel(**args)
-        tape = _Tape()
+        if not self.tapes:  # the launch's first program
+            self.arguments = {name: value.handle for name, value in args.items() if isinstance(value, tl.tensor)}
+            self.signature = _signature_of(self.kernel, args)
+            kept = _TAPES.get(self.signature) if self.signature is not None else None
+            if kept is not None:
+                _TAPES.move_to_end(self.signature)
+                self.program = self._bind(kept)
+                return self._replay()
+        tape = _Tape(self.arguments)
         names = [name for name in dir(self.builder) if name.startswith("create_")
                  or (name.startswith("get_") and not name.endswith("_ty"))]  # fmt: skip
         patched = {name: self.builder.__dict__[name] for name in names if name in self.builder.__dict__}
@@ -458,6 +511,8 @@ class _Replay:
         # A recorded value turned into a Python bool or int (an `if` or a `range` on tensor data or
         # on the program id) may steer each program differently: no replay then. (The interpreter
         # makes any block true without reading it, as the frontend's `if other:` relies on.)
+        # A launch's argument turned into one steers all its programs alike, but not those of
+        # other launches.
         conversions = {name: tl.tensor.__dict__[name] for name in ("__bool__", "__index__") if name in tl.tensor.__dict__}
 
         def watch(convert):
@@ -465,6 +520,8 @@ class _Replay:
                 handle = tensor.handle
                 if handle.__dict__.get("_tape_origin", (None,))[0] is tape and handle.data.size == 1:
                     tape.data_dependent = True
+                if tape.arguments.get(id(handle), (None, None))[1] is handle:
+                    tape.launch_dependent = True
                 return convert(tensor)
 
             return call
@@ -483,9 +540,16 @@ class _Replay:
                     delattr(self.builder, name)
         self.tapes.append(tape)
         if len(self.tapes) == 2 and self.tapes[0].same_as(tape):
-            self.program = self._compile(self.tapes[0])
+            program = self._compile(self.tapes[0])
+            if self.signature is not None and not any(t.launch_dependent for t in self.tapes) and _keepable(program):
+                _TAPES[self.signature] = program
+                if len(_TAPES) > _TAPES_LIMIT:
+                    _TAPES.popitem(last=False)
+            self.program = self._bind(program)
 
-    def _compile(self, tape):
+    @staticmethod
+    def _compile(tape):
+        """The tape as [(builder method's name, args, kwargs, indices of the results to free)]."""
         last_use = list(range(len(tape.steps)))
 
         def mark(value, user):
@@ -501,15 +565,22 @@ class _Replay:
         frees = [[] for _ in tape.steps]
         for index, user in enumerate(last_use):
             frees[user].append(index)
-        return [(getattr(self.builder, name), args, kwargs, frees[i]) for i, (name, args, kwargs) in enumerate(tape.steps)]
+        return [(name, args, kwargs, frees[i]) for i, (name, args, kwargs) in enumerate(tape.steps)]
+
+    def _bind(self, program):
+        # This launch's builder methods: its loads and stores are bound to its own tensors.
+        return [(getattr(self.builder, name), args, kwargs, frees) for name, args, kwargs, frees in program]
 
     def _replay(self):
         values = [None] * len(self.program)
+        arguments = self.arguments
 
         def resolve(value):
             if isinstance(value, _Step):
                 result = values[value.index]
                 return result if value.part is None else result[value.part]
+            if isinstance(value, _Argument):
+                return arguments[value.name]
             if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
                 return type(value)(resolve(v) for v in value)
             return value
@@ -520,9 +591,26 @@ class _Replay:
                 values[i] = None
 
 
+def _keepable(program) -> bool:
+    """Whether a program refers to nothing of its launch but through _Argument: no handle made
+    outside the builder (which would be this launch's, whatever a later one holds)."""
+
+    def free_of_handles(value):
+        if isinstance(value, TensorHandle):
+            return False
+        if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+            return all(map(free_of_handles, value))
+        if isinstance(value, dict):
+            return all(map(free_of_handles, value.values()))
+        return True
+
+    return all(free_of_handles(args) and free_of_handles(kwargs) for _, args, kwargs, _ in program)
+
+
 def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs, replay: bool = True) -> None:
     """``fn[grid](*args, **constexprs)`` on CPU tensors, with the fast paths above (``replay``:
-    programs after the second replayed; see the module's docstring for the kernels it fits)."""
+    programs replayed from a tape of the first two or of an earlier launch; see the module's
+    docstring for the kernels it fits)."""
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     if any(t.device.type != "cpu" for t in tensors):
         raise ValueError("kernels.interpreter.launch runs CPU tensors only")

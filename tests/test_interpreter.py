@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 from pathlib import Path
@@ -383,7 +384,8 @@ def test_splat_matches_the_interpreters_and_is_read_only(arg, shape):
 
 @pytest.fixture
 def replays(monkeypatch):
-    """The number of programs replayed (not run through Triton's frontend)."""
+    """The number of programs replayed (not run through Triton's frontend), from no kept tapes."""
+    monkeypatch.setattr(interpreter, "_TAPES", collections.OrderedDict())
     count = []
     real = interpreter._Replay._replay
     monkeypatch.setattr(interpreter._Replay, "_replay", lambda self: (count.append(1), real(self))[1])
@@ -410,6 +412,51 @@ def test_replayed_programs_compute_what_the_frontend_does(grid, replays):
     assert len(replays) == max(0, grid - 2)
     expected = torch.where(src > 0, src * 1.5, -src) + torch.arange(n) // 128
     assert torch.equal(replayed, plain) and torch.equal(replayed, expected)
+
+
+def test_later_launches_replay_every_program_with_their_own_arguments(replays):
+    """A verified tape is kept for launches of the same kernel, constexprs and argument types: they
+    replay all their programs, on their own tensors and integers. Other constexprs, argument types
+    (an int past int32 becomes int64) or floats (which the interpreter passes as Python floats,
+    constants to the frontend) record their own."""
+    fn = InterpretedFunction(_blocks_kernel)
+    runs = [  # (grid, n, scale, BLOCK, programs replayed in all)
+        (3, 300, 1.5, 128, 1),  # recorded: programs 0 and 1 through the frontend
+        (5, 600, 1.5, 128, 1 + 5),  # kept: other tensors, n and grid
+        (4, 500, 1.5, 128, 6 + 4),
+        (4, 500, -2.5, 128, 10 + 2),  # another scale: recorded anew
+        (6, 700, 1.5, 64, 12 + 4),  # another BLOCK: recorded anew
+        (3, 2**33, 1.5, 128, 16 + 1),  # n as int64: recorded anew
+        (3, 2**34, 1.5, 128, 17 + 3),  # ... and then kept
+    ]
+    for grid, n, scale, block, replayed in runs:
+        size = min(n, grid * block)
+        src = torch.randn(size, generator=torch.Generator().manual_seed(grid))
+        dst = torch.zeros(size)
+        interpreter.launch(fn, (grid,), (src, dst, n, scale), dict(BLOCK=block))
+        assert len(replays) == replayed, (grid, n, block)
+        expected = torch.where(src > 0, src * scale, -src) + torch.arange(size) // block
+        assert torch.equal(dst, expected), (grid, n, block)
+
+
+def _repeat_kernel(src_ptr, dst_ptr, times, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(src_ptr + offsets)
+    for _ in range(times):  # a scalar argument decides the Python loop: the same in every program
+        x = x + 1
+    tl.store(dst_ptr + offsets, x)
+
+
+def test_a_tape_steered_by_its_launchs_arguments_is_not_kept(replays):
+    """A launch whose scalar argument steered the kernel's Python control flow replays its own
+    programs, but a later launch (another trip count) must run its own loop, not the tape's."""
+    fn = InterpretedFunction(_repeat_kernel)
+    src = torch.arange(4 * 16, dtype=torch.float32)
+    for times, replayed in ((1, 2), (3, 4), (3, 6)):
+        dst = torch.zeros_like(src)
+        interpreter.launch(fn, (4,), (src, dst, times), dict(BLOCK=16))
+        assert torch.equal(dst, src + times)
+        assert len(replays) == replayed
 
 
 def _branching_kernel(src_ptr, dst_ptr, BLOCK: tl.constexpr):
