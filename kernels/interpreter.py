@@ -44,16 +44,20 @@ memory-bound kernel such as pooling they dominate.
   from the first two in ways their records cannot show. The record is kept for later launches of
   the same kernel with the same constexprs and argument types, which replay all their programs
   on their own arguments, unless a launch's scalar argument steered Python control flow.
+  Replayed programs run on as many threads as PyTorch's intra-op ones: numpy releases the GIL
+  for its whole-tile operations.
 
 The kernel source and its semantics (as a GPU runs it) are untouched, and so is the interpreter's
 execution of every other operation.
 The interpreter's builder is one per process and holds the current program id, so launches from
-several threads take turns (a lock), which also keeps one launch's memory views from another's.
+several threads take turns (a lock), which also keeps one launch's memory views from another's
+(a launch's replayed programs take their program id from the replay, not from the builder).
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import functools
 import inspect
@@ -64,6 +68,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import triton.language as tl
+from triton.runtime.errors import InterpreterError
 from triton.runtime.interpreter import GridExecutor, InterpretedFunction, TensorHandle, _get_np_dtype, interpreter_builder
 
 __all__ = ["launch"]
@@ -234,6 +239,11 @@ def _np_dtype(tt_dtype) -> np.dtype:
 _scalar_np_dtype = functools.lru_cache(maxsize=64)(_get_np_dtype)
 
 
+def _dense(handle: TensorHandle) -> TensorHandle:
+    data = handle.data
+    return handle if data.flags.c_contiguous else TensorHandle(np.ascontiguousarray(data), handle.dtype)
+
+
 class _FastMemory:
     """Vectorized replacements for the interpreter builder's masked load and store, and a leaner
     pointer addition."""
@@ -317,6 +327,20 @@ class _FastMemory:
             narrow = _to_bfloat16_bits if dst_type.scalar == tl.bfloat16 else _to_float16
             return TensorHandle(_convert_compact(src.data, narrow), dst_type.scalar)
         return type(interpreter_builder).create_fp_trunc(interpreter_builder, src, dst_type)
+
+    @staticmethod
+    def atomic_rmw(rmw_op, ptr, val, mask, sem, scope):
+        """The interpreter's atomic read-modify-write on dense operands: its C++ side reads their
+        buffers as contiguous, so a broadcast view (a splatted mask) would give it one lane's
+        value and then whatever memory follows."""
+        dense = _dense(ptr), _dense(val), _dense(mask)
+        return type(interpreter_builder).create_atomic_rmw(interpreter_builder, rmw_op, *dense, sem, scope)
+
+    @staticmethod
+    def atomic_cas(ptr, cmp, val, sem, scope):
+        """The interpreter's atomic compare-and-swap on dense operands (see atomic_rmw)."""
+        dense = _dense(ptr), _dense(cmp), _dense(val)
+        return type(interpreter_builder).create_atomic_cas(interpreter_builder, *dense, sem, scope)
 
     @staticmethod
     def _lanes(ptrs, mask: np.ndarray, dtype: np.dtype):
@@ -477,10 +501,16 @@ class _Replay:
     result dropped after its last use as the frontend's variables would be. A verified tape is
     kept for later launches of the same signature, unless the launch's own arguments steered the
     kernel's Python control flow (an `if` or a `range` on a scalar argument): such a launch
-    replays only its own programs."""
+    replays only its own programs.
 
-    def __init__(self, kernel, builder):
-        self.kernel, self.builder = kernel, builder
+    With a ``pool``, replayed programs run on its threads (``finish`` waits for them): numpy
+    releases the GIL for its whole-tile operations, which are most of a program's time. Triton's
+    programs share no order, so neither do these; a tape with atomics replays on the caller's
+    thread, one program after another."""
+
+    def __init__(self, kernel, builder, pool=None):
+        self.kernel, self.builder, self.pool = kernel, builder, pool
+        self.pending = []
         self.tapes = []
         self.program = None  # [(bound method, args, kwargs, indices to free)] once verified
         self.arguments = None  # the launch's tensor arguments' handles, by name
@@ -491,7 +521,10 @@ class _Replay:
 
     def __call__(self, **args):
         if self.program is not None:
-            return self._replay()
+            if self.pool is None:
+                return self._replay(self.builder.grid_idx)
+            self.pending.append(self.pool.submit(self._replay, tuple(self.builder.grid_idx)))
+            return None
         if len(self.tapes) == 2:  # the programs differed: the frontend for every one
             return self.kernel(**args)
         if not self.tapes:  # the launch's first program
@@ -501,7 +534,7 @@ class _Replay:
             if kept is not None:
                 _TAPES.move_to_end(self.signature)
                 self.program = self._bind(kept)
-                return self._replay()
+                return self(**args)
         tape = _Tape(self.arguments)
         names = [name for name in dir(self.builder) if name.startswith("create_")
                  or (name.startswith("get_") and not name.endswith("_ty"))]  # fmt: skip
@@ -568,10 +601,14 @@ class _Replay:
         return [(name, args, kwargs, frees[i]) for i, (name, args, kwargs) in enumerate(tape.steps)]
 
     def _bind(self, program):
-        # This launch's builder methods: its loads and stores are bound to its own tensors.
-        return [(getattr(self.builder, name), args, kwargs, frees) for name, args, kwargs, frees in program]
+        # This launch's builder methods: its loads and stores are bound to its own tensors. The
+        # program id is the replayed program's own (None), not the builder's current one.
+        if any("atomic" in name for name, *_ in program):
+            self.pool = None  # the interpreter's atomics are a numpy read-modify-write: one thread
+        return [(None if name == "create_get_program_id" else getattr(self.builder, name), args, kwargs, frees)
+                for name, args, kwargs, frees in program]  # fmt: skip
 
-    def _replay(self):
+    def _replay(self, program_id):
         values = [None] * len(self.program)
         arguments = self.arguments
 
@@ -586,9 +623,22 @@ class _Replay:
             return value
 
         for index, (method, args, kwargs, frees) in enumerate(self.program):
-            values[index] = method(*resolve(args), **{k: resolve(v) for k, v in kwargs.items()})
+            if method is None:
+                values[index] = TensorHandle(np.array([program_id[args[0]]], dtype=np.int32), tl.int32)
+            else:
+                values[index] = method(*resolve(args), **{k: resolve(v) for k, v in kwargs.items()})
             for i in frees:
                 values[i] = None
+
+    def finish(self):
+        """Wait for the programs replayed on other threads; raise the first one's error."""
+        error = None
+        for future in self.pending:
+            if future.exception() is not None and error is None:
+                error = future.exception()
+        self.pending.clear()
+        if error is not None:
+            raise InterpreterError(repr(error)) from error
 
 
 def _keepable(program) -> bool:
@@ -605,6 +655,25 @@ def _keepable(program) -> bool:
         return True
 
     return all(free_of_handles(args) and free_of_handles(kwargs) for _, args, kwargs, _ in program)
+
+
+# Threads for replayed programs: as many as PyTorch's intra-op threads (torch.set_num_threads,
+# which the benchmarks' --threads sets too), so that the interpreter takes what PyTorch's CPU
+# kernels take. The seed's forward+backward on 2 cores: ~30% faster than on one thread.
+_POOL = None
+_POOL_THREADS = 0
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor | None:
+    global _POOL, _POOL_THREADS
+    threads = torch.get_num_threads()
+    if threads <= 1:
+        return None
+    if _POOL is None or _POOL_THREADS != threads:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
+        _POOL, _POOL_THREADS = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="tritonpool-replay"), threads
+    return _POOL
 
 
 def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs, replay: bool = True) -> None:
@@ -627,12 +696,19 @@ def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs, replay
         builder.create_fp_ext = memory.fp_ext
         builder.create_fp_trunc = memory.fp_trunc
         builder.get_null_value = memory.null_value
+        builder.create_atomic_rmw = memory.atomic_rmw
+        builder.create_atomic_cas = memory.atomic_cas
         try:
             if replay and grid[0] * math.prod(grid[1:]) > 2:  # InterpretedFunction.run, with the kernel wrapped
-                GridExecutor(_Replay(fn.rewrite(), builder), fn.arg_names, grid, fn.pre_run_hooks)(*args, **constexprs)
+                replayer = _Replay(fn.rewrite(), builder, _pool())
+                try:
+                    GridExecutor(replayer, fn.arg_names, grid, fn.pre_run_hooks)(*args, **constexprs)
+                finally:
+                    replayer.finish()
             else:
                 fn[grid](*args, **constexprs)
         finally:
             del builder.create_masked_load, builder.create_masked_store, builder.create_addptr, builder.create_select
             del builder.create_splat, builder.create_fp_ext, builder.create_fp_trunc, builder.get_null_value
+            del builder.create_atomic_rmw, builder.create_atomic_cas
             builder.options = saved_options

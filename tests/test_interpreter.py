@@ -388,7 +388,7 @@ def replays(monkeypatch):
     monkeypatch.setattr(interpreter, "_TAPES", collections.OrderedDict())
     count = []
     real = interpreter._Replay._replay
-    monkeypatch.setattr(interpreter._Replay, "_replay", lambda self: (count.append(1), real(self))[1])
+    monkeypatch.setattr(interpreter._Replay, "_replay", lambda self, pid: (count.append(pid), real(self, pid))[1])
     return count
 
 
@@ -437,6 +437,60 @@ def test_later_launches_replay_every_program_with_their_own_arguments(replays):
         assert len(replays) == replayed, (grid, n, block)
         expected = torch.where(src > 0, src * scale, -src) + torch.arange(size) // block
         assert torch.equal(dst, expected), (grid, n, block)
+
+
+def _unmasked_kernel(src_ptr, dst_ptr, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(dst_ptr + offsets, tl.load(src_ptr + offsets) * 2)
+
+
+def _count_kernel(counter_ptr, src_ptr, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.atomic_add(counter_ptr + tl.arange(0, BLOCK), tl.load(src_ptr + offsets))  # every program: the same counters
+
+
+@pytest.fixture
+def replay_threads(monkeypatch):
+    """The name of the thread each replayed program ran on."""
+    names = []
+    real = interpreter._Replay._replay
+    monkeypatch.setattr(interpreter._Replay, "_replay", lambda self, pid: (names.append(threading.current_thread().name), real(self, pid))[1])
+    monkeypatch.setattr(interpreter, "_TAPES", collections.OrderedDict())
+    return names
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_replayed_programs_run_on_as_many_threads_as_pytorchs(threads, replay_threads, monkeypatch):
+    """Programs replay on a pool of torch.get_num_threads() threads (none for one), each on its own
+    program id: every block is its own program's."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    src, dst = torch.randn(64 * 128), torch.zeros(64 * 128)
+    interpreter.launch(InterpretedFunction(_blocks_kernel), (64,), (src, dst, src.numel(), 1.5), dict(BLOCK=128))
+    assert torch.equal(dst, torch.where(src > 0, src * 1.5, -src) + torch.arange(src.numel()) // 128)
+    assert len(replay_threads) == 62
+    pool_threads = {name for name in replay_threads if name.startswith("tritonpool-replay")}
+    assert (len(pool_threads) > 0) == (threads > 1) and len(pool_threads) <= threads
+    assert threads > 1 or set(replay_threads) == {threading.main_thread().name}
+
+
+def test_an_error_in_a_program_replayed_on_another_thread_is_raised(replay_threads, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # (pytest-xdist workers take 1)
+    src, dst = torch.randn(5 * 16 + 8), torch.zeros(6 * 16)  # program 5's last 8 lanes read past src
+    with pytest.raises(Exception, match="IndexError"):
+        interpreter.launch(InterpretedFunction(_unmasked_kernel), (6,), (src, dst), dict(BLOCK=16))
+    assert any(name.startswith("tritonpool-replay") for name in replay_threads)
+    assert torch.equal(dst[: 5 * 16], src[: 5 * 16] * 2)  # the other programs ran
+    for name in ("create_masked_load", "create_masked_store", "get_null_value"):
+        assert name not in vars(interpreter_builder), name
+
+
+def test_programs_with_atomics_replay_one_after_another(replay_threads, monkeypatch):
+    """(and with all their lanes: the interpreter's atomics read a splatted mask as dense)"""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    counter, src = torch.zeros(32), torch.arange(16 * 32, dtype=torch.float32)
+    interpreter.launch(InterpretedFunction(_count_kernel), (16,), (counter, src), dict(BLOCK=32))
+    assert torch.equal(counter, src.view(16, 32).sum(0))
+    assert len(replay_threads) == 14 and set(replay_threads) == {threading.main_thread().name}
 
 
 def _repeat_kernel(src_ptr, dst_ptr, times, BLOCK: tl.constexpr):
