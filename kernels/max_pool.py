@@ -1327,8 +1327,8 @@ def _launch(spec: LaunchSpec, device: torch.device) -> None:
             _launch_compiled(spec, device.index)
     elif device.type == "cpu":
         # Triton's interpreter, with vectorized loads, stores, pointer additions and selects,
-        # programs after the second replayed, and without its int32 overflow re-check: our
-        # offsets are kept in range by INT64 (tested at 2**31).
+        # programs replayed from a recorded tape (on PyTorch's number of threads), and without
+        # its int32 overflow re-check: our offsets are kept in range by INT64 (tested at 2**31).
         interpreter.launch(_KERNELS[spec.kernel][1], spec.grid, spec.args, spec.constexprs)
     else:
         raise RuntimeError(f"tritonpool max pooling runs on CUDA and CPU tensors, got a {device.type} tensor")

@@ -378,7 +378,8 @@ def test_splat_matches_the_interpreters_and_is_read_only(arg, shape):
 
 
 # --------------------------------------------------------------------------------------------
-# Programs after the second replayed from a tape of the first's builder operations
+# Programs replayed from a tape of the builder operations of a launch's first two, or of an
+# earlier launch's
 # --------------------------------------------------------------------------------------------
 
 
