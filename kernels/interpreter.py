@@ -473,7 +473,7 @@ def _same(a, b) -> bool:
 # Verified tapes by kernel and launch signature (constexprs; types of the other arguments): a
 # later launch with the same signature replays every program, its first two included. The
 # frontend's two programs cost ~15-20 ms more than replayed ones on the seed's layer (Python:
-# ~50 us per `tl` operation), ~15% of its forward+backward. A tape of a pooling kernel holds
+# ~50 us per `tl` operation), 15-25% of its forward+backward. A tape of a pooling kernel holds
 # ~150-1200 steps, ~0.3 MB: the least recently used go past 128 (a network's pooling layers
 # launch two or three kernels each).
 _TAPES: collections.OrderedDict = collections.OrderedDict()
@@ -513,7 +513,7 @@ class _Replay:
         self.pending = []
         self.tapes = []
         self.program = None  # [(bound method, args, kwargs, indices to free)] once verified
-        self.arguments = None  # the launch's tensor arguments' handles, by name
+        self.arguments = None  # the handles of the launch's arguments (pointers, scalars), by name
         self.signature = None
         functools.update_wrapper(self, kernel)
         self.__signature__ = inspect.signature(kernel)  # GridExecutor binds arguments by it
