@@ -62,6 +62,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import os
 import threading
 from typing import NamedTuple
 
@@ -660,19 +661,22 @@ def _keepable(program) -> bool:
 # Threads for replayed programs: as many as PyTorch's intra-op threads (torch.set_num_threads,
 # which the benchmarks' --threads sets too), so that the interpreter takes what PyTorch's CPU
 # kernels take. The seed's forward+backward on 2 cores: ~30% faster than on one thread.
+# A forked child (a launcher, a DataLoader worker) inherits the pool but not its threads, and the
+# pool would queue its work for them forever: each process makes its own.
 _POOL = None
-_POOL_THREADS = 0
+_POOL_KEY = None  # (process id, threads) the pool was made for
 
 
 def _pool() -> concurrent.futures.ThreadPoolExecutor | None:
-    global _POOL, _POOL_THREADS
+    global _POOL, _POOL_KEY
     threads = torch.get_num_threads()
     if threads <= 1:
         return None
-    if _POOL is None or _POOL_THREADS != threads:
-        if _POOL is not None:
+    key = (os.getpid(), threads)
+    if _POOL is None or _POOL_KEY != key:
+        if _POOL is not None and _POOL_KEY[0] == key[0]:
             _POOL.shutdown(wait=False)
-        _POOL, _POOL_THREADS = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="tritonpool-replay"), threads
+        _POOL, _POOL_KEY = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="tritonpool-replay"), key
     return _POOL
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import multiprocessing
 import threading
 from pathlib import Path
 
@@ -472,6 +473,30 @@ def test_replayed_programs_run_on_as_many_threads_as_pytorchs(threads, replay_th
     pool_threads = {name for name in replay_threads if name.startswith("tritonpool-replay")}
     assert (len(pool_threads) > 0) == (threads > 1) and len(pool_threads) <= threads
     assert threads > 1 or set(replay_threads) == {threading.main_thread().name}
+
+
+def _launch_in_child(queue):
+    src, dst = torch.arange(16 * 32, dtype=torch.float32), torch.zeros(16 * 32)
+    interpreter.launch(InterpretedFunction(_unmasked_kernel), (16,), (src, dst), dict(BLOCK=32))
+    queue.put(torch.equal(dst, src * 2))
+
+
+def test_a_forked_process_replays_on_its_own_threads(replay_threads, monkeypatch):
+    """A child forked after the parent's pool started (its threads are not inherited) must not
+    queue its programs for threads it does not have: it makes its own pool."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    src, dst = torch.arange(16 * 32, dtype=torch.float32), torch.zeros(16 * 32)
+    interpreter.launch(InterpretedFunction(_unmasked_kernel), (16,), (src, dst), dict(BLOCK=32))
+    assert any(name.startswith("tritonpool-replay") for name in replay_threads)  # the parent's pool runs
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_launch_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung in its launch")
+    assert child.exitcode == 0 and queue.get(timeout=5) is True
 
 
 def test_an_error_in_a_program_replayed_on_another_thread_is_raised(replay_threads, monkeypatch):
