@@ -633,11 +633,9 @@ class _Replay:
 
     def finish(self):
         """Wait for the programs replayed on other threads; raise the first one's error."""
-        error = None
-        for future in self.pending:
-            if future.exception() is not None and error is None:
-                error = future.exception()
+        errors = [future.exception() for future in self.pending]  # each waits for its program
         self.pending.clear()
+        error = next((e for e in errors if e is not None), None)
         if error is not None:
             raise InterpreterError(repr(error)) from error
 

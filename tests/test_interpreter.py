@@ -386,12 +386,13 @@ def test_splat_matches_the_interpreters_and_is_read_only(arg, shape):
 
 @pytest.fixture
 def replays(monkeypatch):
-    """The number of programs replayed (not run through Triton's frontend), from no kept tapes."""
+    """The programs replayed (not run through Triton's frontend), from no kept tapes: the name of
+    the thread each ran on."""
     monkeypatch.setattr(interpreter, "_TAPES", collections.OrderedDict())
-    count = []
+    names = []
     real = interpreter._Replay._replay
-    monkeypatch.setattr(interpreter._Replay, "_replay", lambda self, pid: (count.append(pid), real(self, pid))[1])
-    return count
+    monkeypatch.setattr(interpreter._Replay, "_replay", lambda self, pid: (names.append(threading.current_thread().name), real(self, pid))[1])
+    return names
 
 
 def _blocks_kernel(src_ptr, dst_ptr, n, scale, BLOCK: tl.constexpr):
@@ -451,28 +452,18 @@ def _count_kernel(counter_ptr, src_ptr, BLOCK: tl.constexpr):
     tl.atomic_add(counter_ptr + tl.arange(0, BLOCK), tl.load(src_ptr + offsets))  # every program: the same counters
 
 
-@pytest.fixture
-def replay_threads(monkeypatch):
-    """The name of the thread each replayed program ran on."""
-    names = []
-    real = interpreter._Replay._replay
-    monkeypatch.setattr(interpreter._Replay, "_replay", lambda self, pid: (names.append(threading.current_thread().name), real(self, pid))[1])
-    monkeypatch.setattr(interpreter, "_TAPES", collections.OrderedDict())
-    return names
-
-
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_replayed_programs_run_on_as_many_threads_as_pytorchs(threads, replay_threads, monkeypatch):
+def test_replayed_programs_run_on_as_many_threads_as_pytorchs(threads, replays, monkeypatch):
     """Programs replay on a pool of torch.get_num_threads() threads (none for one), each on its own
     program id: every block is its own program's."""
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     src, dst = torch.randn(64 * 128), torch.zeros(64 * 128)
     interpreter.launch(InterpretedFunction(_blocks_kernel), (64,), (src, dst, src.numel(), 1.5), dict(BLOCK=128))
     assert torch.equal(dst, torch.where(src > 0, src * 1.5, -src) + torch.arange(src.numel()) // 128)
-    assert len(replay_threads) == 62
-    pool_threads = {name for name in replay_threads if name.startswith("tritonpool-replay")}
+    assert len(replays) == 62
+    pool_threads = {name for name in replays if name.startswith("tritonpool-replay")}
     assert (len(pool_threads) > 0) == (threads > 1) and len(pool_threads) <= threads
-    assert threads > 1 or set(replay_threads) == {threading.main_thread().name}
+    assert threads > 1 or set(replays) == {threading.main_thread().name}
 
 
 def _launch_in_child(queue):
@@ -481,13 +472,13 @@ def _launch_in_child(queue):
     queue.put(torch.equal(dst, src * 2))
 
 
-def test_a_forked_process_replays_on_its_own_threads(replay_threads, monkeypatch):
+def test_a_forked_process_replays_on_its_own_threads(replays, monkeypatch):
     """A child forked after the parent's pool started (its threads are not inherited) must not
     queue its programs for threads it does not have: it makes its own pool."""
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     src, dst = torch.arange(16 * 32, dtype=torch.float32), torch.zeros(16 * 32)
     interpreter.launch(InterpretedFunction(_unmasked_kernel), (16,), (src, dst), dict(BLOCK=32))
-    assert any(name.startswith("tritonpool-replay") for name in replay_threads)  # the parent's pool runs
+    assert any(name.startswith("tritonpool-replay") for name in replays)  # the parent's pool runs
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_launch_in_child, args=(queue,))
@@ -499,24 +490,24 @@ def test_a_forked_process_replays_on_its_own_threads(replay_threads, monkeypatch
     assert child.exitcode == 0 and queue.get(timeout=5) is True
 
 
-def test_an_error_in_a_program_replayed_on_another_thread_is_raised(replay_threads, monkeypatch):
+def test_an_error_in_a_program_replayed_on_another_thread_is_raised(replays, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # (pytest-xdist workers take 1)
     src, dst = torch.randn(5 * 16 + 8), torch.zeros(6 * 16)  # program 5's last 8 lanes read past src
     with pytest.raises(Exception, match="IndexError"):
         interpreter.launch(InterpretedFunction(_unmasked_kernel), (6,), (src, dst), dict(BLOCK=16))
-    assert any(name.startswith("tritonpool-replay") for name in replay_threads)
+    assert any(name.startswith("tritonpool-replay") for name in replays)
     assert torch.equal(dst[: 5 * 16], src[: 5 * 16] * 2)  # the other programs ran
     for name in ("create_masked_load", "create_masked_store", "get_null_value"):
         assert name not in vars(interpreter_builder), name
 
 
-def test_programs_with_atomics_replay_one_after_another(replay_threads, monkeypatch):
+def test_programs_with_atomics_replay_one_after_another(replays, monkeypatch):
     """(and with all their lanes: the interpreter's atomics read a splatted mask as dense)"""
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     counter, src = torch.zeros(32), torch.arange(16 * 32, dtype=torch.float32)
     interpreter.launch(InterpretedFunction(_count_kernel), (16,), (counter, src), dict(BLOCK=32))
     assert torch.equal(counter, src.view(16, 32).sum(0))
-    assert len(replay_threads) == 14 and set(replay_threads) == {threading.main_thread().name}
+    assert len(replays) == 14 and set(replays) == {threading.main_thread().name}
 
 
 def _repeat_kernel(src_ptr, dst_ptr, times, BLOCK: tl.constexpr):
