@@ -11,14 +11,17 @@ memory-bound kernel such as pooling they dominate.
 * loads and stores as numpy gathers and scatters into the launch's own tensors: the pointers a
   kernel computes are byte addresses inside those tensors' storages, so each becomes an index into
   a numpy view of its storage. Indices are bounds-checked (an IndexError, not a stray read), masked
-  lanes are never touched, and a pointer that falls in none of the tensors goes to the
-  interpreter's own loader unchanged;
+  lanes are never touched (a store's write what its first live lane writes, where it writes it),
+  and a pointer that falls in none of the tensors goes to the interpreter's own loader unchanged;
 * pointer additions without their full-tile passes: a row of pointers plus a column of offsets
   (or a scalar pointer plus a tile of offsets) is kept as those two parts, which a load or a
   store turns into element indices with one broadcast addition: no full tile of addresses (the
   interpreter converts, scales and adds three), no passes to turn them back into indices and to
-  bounds-check those (a subtraction, a shift, a minimum). Addresses are computed only if another
+  bounds-check those (a subtraction, a shift, a minimum). A further step (a scalar, or what
+  broadcasts into the offsets) joins the parts. Addresses are computed only if another
   operation reads them;
+* arithmetic, comparisons and bitwise operations of two blocks broadcast along the same axes
+  (two splatted scalars, as ``ptr - n`` makes) computed once per distinct element, broadcast;
 * scalars spread over a block (``splat``: a scalar operand of a block operation, a load's
   ``other``) as read-only broadcast views instead of freshly filled blocks, and the zeros of
   ``get_null_value``, without the interpreter's dtype table (rebuilt on every call);
@@ -111,7 +114,8 @@ class _Storages:
         one access (an array of addresses, or _Addresses of the mask's shape); _NOTHING_LIVE; or
         None when they do not point into the launch's tensors (or not at whole elements of
         ``dtype``, as a misaligned dtype view's would).
-        Masked lanes get index 0: their pointers may lie anywhere (a window in the padding)."""
+        Masked lanes get the index of the first live lane: their pointers may lie anywhere (a window
+        in the padding)."""
         live = mask.all()
         first = 0 if live else int(mask.argmax())
         if not live and not mask.flat[first]:
@@ -130,7 +134,7 @@ class _Storages:
             lowest = None
         if not live:
             dead = ~mask
-            np.copyto(index, 0, where=dead)
+            np.copyto(index, index.flat[first], where=dead)
         # numpy would take a negative index from the end of the storage: refuse it, as numpy
         # refuses one past the end.
         if index.size and (lowest is None or lowest < 0) and index.min() < 0:
@@ -240,6 +244,9 @@ def _np_dtype(tt_dtype) -> np.dtype:
 _scalar_np_dtype = functools.lru_cache(maxsize=64)(_get_np_dtype)
 
 
+_BINARY_OP = type(interpreter_builder).binary_op
+
+
 def _dense(handle: TensorHandle) -> TensorHandle:
     data = handle.data
     return handle if data.flags.c_contiguous else TensorHandle(np.ascontiguousarray(data), handle.dtype)
@@ -261,6 +268,17 @@ class _FastMemory:
         element indices. Otherwise in one pass: the interpreter converts, scales and adds the
         full broadcast tiles (three passes, three fresh arrays)."""
         width = max(1, ptr.get_element_ty().primitive_bitwidth // 8)  # int1 pointers step by bytes
+        if isinstance(ptr, _Addresses) and offset.data.dtype.kind == "i":
+            # A step from pointers kept in parts (``base + offs`` then ``+ step``): the step joins
+            # the part it fits, a scalar the bases (one element each), without the addresses.
+            step = _compact(offset.data)
+            shape = np.broadcast_shapes(ptr.shape, step.shape)
+            if shape == ptr.shape and step.ndim == len(shape):
+                if step.size == 1:
+                    moved = np.add(ptr.bases, np.multiply(step, np.uint64(width), dtype=np.uint64, casting="unsafe"))
+                    return _Addresses(moved, ptr.offsets, width, shape, ptr.dtype)
+                if np.broadcast_shapes(ptr.offsets.shape, step.shape) == ptr.offsets.shape:
+                    return _Addresses(ptr.bases, np.add(ptr.offsets, step, dtype=np.int64), width, shape, ptr.dtype)
         bases, offsets = _compact(ptr.data), _compact(offset.data)
         shape = np.broadcast_shapes(ptr.data.shape, offset.data.shape)
         size = math.prod(shape)
@@ -296,6 +314,21 @@ class _FastMemory:
     def null_value(type):
         """The interpreter's ``get_null_value`` (a zero of ``type``) without its dtype table."""
         return TensorHandle(np.zeros(1, _np_dtype(type)), type)
+
+    @staticmethod
+    def binary_op(lhs, rhs, op):
+        """The interpreter's ``binary_op`` (every arithmetic, comparison and bitwise operation of
+        two blocks) on what the operands repeat once: where both are broadcast views along the
+        same axes (a splatted scalar, minus another: what ``ptr - n`` becomes), the result is the
+        same broadcast view of their compact result, not a fresh tile."""
+        a, b = lhs.data, rhs.data
+        if a.ndim and b.ndim and 0 in a.strides and 0 in b.strides:
+            compact_a, compact_b = _compact(a), _compact(b)
+            shape = np.broadcast_shapes(a.shape, b.shape)
+            if math.prod(np.broadcast_shapes(compact_a.shape, compact_b.shape)) < math.prod(shape):
+                out = _BINARY_OP(interpreter_builder, TensorHandle(compact_a, lhs.dtype), TensorHandle(compact_b, rhs.dtype), op)
+                return TensorHandle(np.broadcast_to(out.data, shape), out.dtype)
+        return _BINARY_OP(interpreter_builder, lhs, rhs, op)
 
     @staticmethod
     def select(cond, lhs, rhs):
@@ -381,8 +414,11 @@ class _FastMemory:
             return None
         view, index, dead = found
         if dead is not None:
-            live = ~dead
-            index, values = index[live], values[live]
+            # Dead lanes write what the first live lane writes, where it writes it: two passes,
+            # where compacting the live lanes of the indices and of the values took three, slower.
+            first = int(lanes.argmax())
+            values = np.array(values)  # fresh and writable (a broadcast view otherwise)
+            np.copyto(values, values.flat[first], where=dead)
         view[index] = values  # an index past the end raises IndexError (numpy's put is ~3x slower)
 
 
@@ -698,6 +734,7 @@ def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs, replay
         builder.create_fp_ext = memory.fp_ext
         builder.create_fp_trunc = memory.fp_trunc
         builder.get_null_value = memory.null_value
+        builder.binary_op = memory.binary_op  # what create_add, create_sub, ... call
         builder.create_atomic_rmw = memory.atomic_rmw
         builder.create_atomic_cas = memory.atomic_cas
         try:
@@ -712,5 +749,6 @@ def launch(fn: InterpretedFunction, grid: tuple, args: tuple, constexprs, replay
         finally:
             del builder.create_masked_load, builder.create_masked_store, builder.create_addptr, builder.create_select
             del builder.create_splat, builder.create_fp_ext, builder.create_fp_trunc, builder.get_null_value
+            del builder.binary_op
             del builder.create_atomic_rmw, builder.create_atomic_cas
             builder.options = saved_options

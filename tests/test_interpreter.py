@@ -316,6 +316,70 @@ def test_small_or_unbroadcast_pointer_tiles_stay_addresses(shape):
     assert type(interpreter._FastMemory.addptr(small, column)) is triton_interpreter.TensorHandle
 
 
+@pytest.mark.parametrize("offset_dtype", [np.int32, np.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize(
+    "offset_shape, step_shape, fits",
+    [((4, 8), (1, 1), True), ((1, 8), (1, 1), True), ((1, 8), (1, 8), True), ((4, 8), (4, 1), True),
+     ((1, 8), (4, 1), False), ((4, 8), (4, 8), True)],
+)  # fmt: skip
+def test_steps_from_address_parts_stay_parts(offset_shape, step_shape, fits, offset_dtype, monkeypatch):
+    """``(base + offsets) + step``: a step that fits the parts (a scalar into the bases, one that
+    broadcasts into the offsets) joins them without computing the addresses; one that does not
+    (a column onto a row) makes new parts from them. The addresses are the interpreter's own,
+    for negative steps too."""
+    monkeypatch.setattr(interpreter, "_LAZY_ADDRESSES", 1)
+    shape = (4, 8)
+    rng = np.random.default_rng(3)
+    ptr_ty = tl.pointer_type(tl.float32)
+    int_ty = tl.int32 if offset_dtype == np.int32 else tl.int64
+    base = triton_interpreter.TensorHandle(np.broadcast_to(np.uint64(2**40), shape), ptr_ty)
+    offsets = rng.integers(-50, 50, offset_shape).astype(offset_dtype)
+    steps = rng.integers(-50, 50, step_shape).astype(offset_dtype)
+    offset = triton_interpreter.TensorHandle(np.broadcast_to(offsets, shape), int_ty)
+    step = triton_interpreter.TensorHandle(np.broadcast_to(steps, shape), int_ty)
+    parts = interpreter._FastMemory.addptr(base, offset)
+    assert isinstance(parts, interpreter._Addresses)
+    got = interpreter._FastMemory.addptr(parts, step)
+    assert isinstance(got, interpreter._Addresses)
+    assert ("_data" not in parts.__dict__) == fits
+    own = type(interpreter_builder).create_addptr
+    expected = own(interpreter_builder, own(interpreter_builder, base, offset), step).data
+    assert np.array_equal(got.data, expected) and got.dtype == ptr_ty
+
+
+BINARY_OPS = ["create_add", "create_sub", "create_mul", "create_and", "create_icmpSLT", "create_fadd", "create_fsub"]
+
+
+@pytest.mark.parametrize("op", BINARY_OPS)
+@pytest.mark.parametrize(
+    "lhs_shape, rhs_shape, compact",
+    [((1, 1), (1, 1), (1, 1)), ((4, 1), (4, 1), (4, 1)), ((4, 1), (1, 1), (4, 1)), ((1, 8), (4, 1), None),
+     ((4, 8), (1, 1), None)],
+)  # fmt: skip
+def test_binary_ops_of_broadcast_operands_stay_broadcast(op, lhs_shape, rhs_shape, compact, monkeypatch):
+    """Arithmetic, comparisons and bitwise operations give the interpreter's own bits; where both
+    operands are broadcast along the same axes (``0 - splat``, what ``ptr - n`` becomes) the
+    result is broadcast too, computed once per distinct element."""
+    shape = (4, 8)
+    rng = np.random.default_rng(4)
+    floating = op.startswith("create_f")
+    np_dtype, element = (np.float32, tl.float32) if floating else (np.int32, tl.int32)
+    if op == "create_and":
+        np_dtype, element = np.bool_, tl.int1
+
+    def operand(op_shape):
+        values = rng.integers(-(2**31), 2**31, op_shape).astype(np_dtype) if not floating else rng.standard_normal(op_shape).astype(np_dtype)
+        return triton_interpreter.TensorHandle(np.broadcast_to(values, shape), element)
+
+    lhs, rhs = operand(lhs_shape), operand(rhs_shape)
+    expected = getattr(type(interpreter_builder), op)(interpreter_builder, lhs, rhs)
+    monkeypatch.setattr(interpreter_builder, "binary_op", interpreter._FastMemory.binary_op, raising=False)
+    got = getattr(interpreter_builder, op)(lhs, rhs)
+    assert got.data.shape == shape and got.data.dtype == expected.data.dtype and got.dtype == expected.dtype
+    assert np.array_equal(got.data, expected.data)  # int32 wraps alike
+    assert interpreter._compact(got.data).shape == (compact or shape)
+
+
 @pytest.mark.parametrize(
     "np_dtype, element",
     [(np.float32, tl.float32), (np.float64, tl.float64), (np.float16, tl.float16), (np.uint16, tl.bfloat16),
