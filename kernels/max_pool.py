@@ -10,9 +10,11 @@ atomics, so its gradients are not deterministic. Here:
 * the backward gathers: every input element visits the few windows that can contain it, in
   ascending output order, and sums the gradients of those whose saved tap points back at it.
   No atomics, so two runs give bitwise identical gradients, and the summation order is PyTorch's
-  CPU order, so float32 gradients match PyTorch's bit for bit. On CUDA the gather is regrouped by
-  phase: a thread takes the stride's worth of neighbouring input elements (the phases of one
-  base) and loads each window they share once, with every tap known at compile time.
+  CPU order, so float32 gradients match PyTorch's bit for bit. Where windows overlap, the gather
+  is regrouped by phase: a thread (on CPU a tile) takes the stride's worth of neighbouring input
+  elements (the phases of one base) and loads each window they share once, with every tap known
+  at compile time. On CPU, windows that do not overlap scatter instead: each window adds its
+  gradient to its winner, which no other window touches.
 
 One kernel source serves every case. 1D and 2D pooling are 3D pooling with size-1 leading spatial
 dimensions; every tensor is addressed through its strides, so channels_last inputs and
@@ -713,9 +715,11 @@ def _max_pool_backward_phase_kernel(
     VEC: tl.constexpr,  # (C_INNER) columns a thread takes: one 128-bit access of values
     NC_UNIFORM: tl.constexpr,  # (not C_INNER) n's strides are C times c's in both tensors
     PAIR_W: tl.constexpr,  # (not C_INNER, STR_W == 2) store the two phases along W as one access
+    CLAMP_TAIL: tl.constexpr,  # (interpreter) lanes past the last row or column repeat it, unmasked (see the forward)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # tile shape
 ):
-    # The gather backward (above) regrouped by phase: what CUDA runs. Along one dimension write
+    # The gather backward (above) regrouped by phase: what runs where windows overlap (on CPU
+    # too; the plain gather only past PHASE_LIMIT phases). Along one dimension write
     # i + PAD = STR * a + p with 0 <= p < STR: a is the element's *base*, p its *phase*. The windows
     # holding it are o = a - u for u = 0, 1, ..., at tap j = (p + u * STR) / DIL, which must be a
     # whole number below K: for a given phase, which candidates exist and at which tap is known at
@@ -740,6 +744,9 @@ def _max_pool_backward_phase_kernel(
     else:
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if CLAMP_TAIL:  # past the end, repeat the last row or column (see the forward)
+        rows = tl.minimum(rows, ROWS - 1)
+        cols = tl.minimum(cols, COLS - 1)
     rows = rows[:, None]
     cols = cols[None, :]
     if C_INNER:
@@ -1217,9 +1224,9 @@ def backward_launch_spec(
 ) -> LaunchSpec:
     """The backward launch; ``grad_out`` must have the strides of ``code``.
 
-    The gather kernel, in two forms: on CUDA regrouped by phase (unless strides make more than
-    PHASE_LIMIT phases), elsewhere plain. On CPU, windows that do not overlap take the scatter
-    kernel instead (which needs ``grad_in`` zero-filled first): a quarter of the work.
+    The gather kernel, regrouped by phase unless strides make more than PHASE_LIMIT phases (then
+    plain). On CPU, windows that do not overlap take the scatter kernel instead (which needs
+    ``grad_in`` zero-filled first): a quarter of the work.
     """
     (g_shape, g_strides), (i_shape, i_strides) = _sizes_5d(grad_out), _sizes_5d(grad_in)
     kernel, bases, rows, cols, grid, constexprs, warps = _backward_plan(
@@ -1237,12 +1244,15 @@ def _backward_plan(
 ):  # fmt: skip
     # code_dtype is only part of the key: a plan fixes the dtype of every tensor it launches on
     # (_launch_compiled relies on it), and the custom op takes the code from its caller.
-    if device_type == "cuda" and math.prod(stride) <= PHASE_LIMIT:
-        return _phase_plan(grad_shape5, grad_strides5, shape5, strides5, dtype, kernel_size, stride, padding, dilation, int32_span_limit)
-    n, c, d, h, w = shape5
-    od, oh, ow = grad_shape5[2:]
     overlapping = any((k - 1) * dl >= s for k, s, dl in zip(kernel_size, stride, dilation))
     scatter = device_type != "cuda" and not overlapping
+    if not scatter and math.prod(stride) <= PHASE_LIMIT:
+        return _phase_plan(
+            grad_shape5, grad_strides5, shape5, strides5, dtype, kernel_size, stride, padding, dilation,
+            device_type, int32_span_limit,
+        )  # fmt: skip
+    n, c, d, h, w = shape5
+    od, oh, ow = grad_shape5[2:]
     if scatter:  # tiles over the output, like the forward
         c_inner = _tile_on_channels(c, ow, strides5[1], strides5[4], device_type)
         rows, cols = (n * od * oh * ow, c) if c_inner else (n * c * od * oh, ow)
@@ -1271,11 +1281,14 @@ def _backward_plan(
     return kernel, (), rows, cols, _grid(rows, cols, block_m, block_n), MappingProxyType(constexprs), warps
 
 
-# The phase backward (CUDA): a thread takes the STR_D * STR_H * STR_W phases of its bases, a sum
-# each; past 8 phases (strides of 3 in 2D) the plain gather takes over. A thread holds at most 32
+# The phase backward: a thread takes the STR_D * STR_H * STR_W phases of its bases, a sum each;
+# past 8 phases (strides of 3 in 2D) the plain gather takes over. On CUDA a thread holds at most 32
 # sums (4 bases of 4 phases along W, 1 base of 4 phases x 8 float16 channels along C) and loads at
 # most 18 candidate windows: ptxas issues all the loads first, and 3x3 windows at stride 1 (9
-# windows a base) spilled at 4 bases a thread (benchmarks/inspect_kernels.py).
+# windows a base) spilled at 4 bases a thread (benchmarks/inspect_kernels.py). On CPU a tile takes
+# CPU_TILE_ELEMENTS bases, as the other kernels take elements: on the ResNet stem's backward
+# (8x64x112x112, in-process medians) 105 ms contiguous and 104 channels_last, against 116 / 115
+# at half as many and 169 / 150 at a quarter; the plain gather took 193 / 208.
 PHASE_LIMIT = 8
 PHASE_BASES_PER_THREAD = 4
 PHASE_SUMS_PER_THREAD = 32
@@ -1284,9 +1297,9 @@ PHASE_LOADS_PER_THREAD = 18
 
 def _phase_plan(
     grad_shape5, grad_strides5, shape5, strides5, dtype,
-    kernel_size, stride, padding, dilation, int32_span_limit,
+    kernel_size, stride, padding, dilation, device_type, int32_span_limit,
 ):  # fmt: skip
-    """The launch of the phase backward (see the kernel) on CUDA: tiles over the bases."""
+    """The launch of the phase backward (see the kernel): tiles over the bases."""
     n, c, w = shape5[0], shape5[1], shape5[4]
     strides3, pads3, dilations3 = _pad3(stride, 1), _pad3(padding, 0), _pad3(dilation, 1)
     phases = math.prod(strides3)
@@ -1294,7 +1307,7 @@ def _phase_plan(
     bases = tuple(_cdiv(s + p, st) for s, p, st in zip(shape5[2:], pads3, strides3))
     # Some phase of some base falls outside the input: padding, or bases past the end.
     edges = tuple(p > 0 or st * b - p > s for s, p, st, b in zip(shape5[2:], pads3, strides3, bases))
-    c_inner = _tile_on_channels(c, w, strides5[1], strides5[4], "cuda")
+    c_inner = _tile_on_channels(c, bases[2], strides5[1], strides5[4], device_type)
     flat_hw = not c_inner and bases[1] > 1  # columns walk the (A_H, A_W) plane: full tiles, as in the gather
     if c_inner:
         rows, cols = n * math.prod(bases), c
@@ -1304,21 +1317,26 @@ def _phase_plan(
         rows, cols = n * c * bases[0] * bases[1], bases[2]
     span = max(_span_of(grad_shape5, grad_strides5), _span_of(shape5, strides5), rows * cols * phases)
     int64 = span >= int32_span_limit
-    block_n = min(_next_pow2(cols), CUDA_MAX_BLOCK_N)
-    vec = min(16 // dtype.itemsize, block_n) if c_inner else 1  # columns a thread
-    windows = math.prod((k - 1) * dl // st + 1 for k, st, dl in zip(_pad3(kernel_size, 1), strides3, dilations3))
-    per_thread = min(PHASE_BASES_PER_THREAD, PHASE_SUMS_PER_THREAD // (vec * phases), PHASE_LOADS_PER_THREAD // windows)
-    per_thread = max(1, (1 << (max(1, per_thread).bit_length() - 1)) >> (int64 + (dtype == torch.float64)))
-    block_m = min(max(1, per_thread * vec * CUDA_NUM_WARPS * 32 // block_n), _next_pow2(rows))
+    if device_type == "cuda":
+        block_n = min(_next_pow2(cols), CUDA_MAX_BLOCK_N)
+        vec = min(16 // dtype.itemsize, block_n) if c_inner else 1  # columns a thread
+        windows = math.prod((k - 1) * dl // st + 1 for k, st, dl in zip(_pad3(kernel_size, 1), strides3, dilations3))
+        per_thread = min(PHASE_BASES_PER_THREAD, PHASE_SUMS_PER_THREAD // (vec * phases), PHASE_LOADS_PER_THREAD // windows)
+        per_thread = max(1, (1 << (max(1, per_thread).bit_length() - 1)) >> (int64 + (dtype == torch.float64)))
+        block_m = min(max(1, per_thread * vec * CUDA_NUM_WARPS * 32 // block_n), _next_pow2(rows))
+        warps = CUDA_NUM_WARPS
+    else:
+        block_m, block_n, warps = launch_config(rows, cols, device_type)
+        vec = 1  # a layout hint for GPUs only
+    pair_w = not c_inner and strides3[2] == 2 and pads3[2] % 2 == 0 and _pairs_aligned(shape5, strides5)
     constexprs = dict(
         _geometry_constexprs(kernel_size, stride, padding, dilation),
         C_INNER=c_inner, FLAT_HW=flat_hw, EDGE_D=edges[0], EDGE_H=edges[1], EDGE_W=edges[2], INT64=int64,
         ACC=_acc_dtype(dtype), VEC=vec, NC_UNIFORM=_nc_uniform(shape5, strides5, grad_strides5),
-        PAIR_W=not c_inner and strides3[2] == 2 and pads3[2] % 2 == 0 and _pairs_aligned(shape5, strides5),
-        BLOCK_M=block_m, BLOCK_N=block_n,
+        PAIR_W=pair_w, CLAMP_TAIL=device_type != "cuda", BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     grid = _grid(rows, cols, block_m, block_n)
-    return "backward_phase", bases, rows, cols, grid, MappingProxyType(constexprs), CUDA_NUM_WARPS
+    return "backward_phase", bases, rows, cols, grid, MappingProxyType(constexprs), warps
 
 
 def _launch(spec: LaunchSpec, device: torch.device) -> None:
