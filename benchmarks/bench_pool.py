@@ -38,6 +38,10 @@ TORCH = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 # one image of the seed layer with 2 channels (so channels_last differs from contiguous) and one
 # ResNet-stem image with 16 channels.
 QUICK = dict(cases=["seed", "resnet_stem"], dtypes=["float32"], scale=1 / 128, repeats=3, copy_mib=64)
+# and on CPU times each row for its `repeats` rounds after two warm-up calls: the steady-state
+# rules below (0.5 s of warm-up, 0.1 s of the fastest call's runs, which made ours run up to 300
+# times beside PyTorch's sub-millisecond calls) took --quick to ~90 s.
+QUICK_TIMING = dict(warm_up_s=0.0, sample_s=0.0)
 
 
 def make_pool(provider: str, case: PoolCase) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -114,12 +118,12 @@ def forward_saving(pool: Callable, x: torch.Tensor) -> tuple[torch.Tensor, float
 # --------------------------------------------------------------------------------------------
 
 
-def _warm_up(fn: Callable[[], object]) -> None:
-    """At least two calls and 0.5 s: a process's first calls grow its heap, as glibc raises its
-    mmap and trim thresholds to the sizes coming and going, and the interpreter's first calls
+def _warm_up(fn: Callable[[], object], seconds: float = 0.5) -> None:
+    """At least two calls and ``seconds``: a process's first calls grow its heap, as glibc raises
+    its mmap and trim thresholds to the sizes coming and going, and the interpreter's first calls
     measured up to 1.7x its steady time."""
     start, calls = time.perf_counter(), 0
-    while calls < 2 or time.perf_counter() - start < 0.5:
+    while calls < 2 or time.perf_counter() - start < seconds:
         fn()
         calls += 1
 
@@ -136,26 +140,28 @@ def median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> t
     return interleaved_ms({"fn": fn}, repeats)["fn"]
 
 
-def interleaved_ms(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, int]]:
+def interleaved_ms(
+    calls: dict[str, Callable[[], object]], repeats: int, warm_up_s: float = 0.5, sample_s: float = 0.1,
+) -> dict[str, tuple[float, int]]:  # fmt: skip
     """CPU: each call's median wall-clock time in milliseconds and its number of timed runs, the
     calls timed in alternation (round after round, the order reversed every other round).
 
     On a machine shared with other jobs the load drifts within seconds: timing one provider's
     calls and then another's gave the same kernel pair ratios 1.7x apart from run to run, where
-    alternating puts both under the same load. After each call's warm-up (``_warm_up``), rounds
-    run until there are at least ``repeats`` and the fastest call has at least 0.1 s of runs (so
-    that fast calls get enough samples for a stable median; at most 100 x ``repeats`` rounds),
-    with the cyclic garbage collector off (as timeit does; reference counting still frees every
-    tensor).
+    alternating puts both under the same load. After each call's warm-up (``_warm_up`` for
+    ``warm_up_s``), rounds run until there are at least ``repeats`` and the fastest call has at
+    least ``sample_s`` of runs (so that fast calls get enough samples for a stable median; at most
+    100 x ``repeats`` rounds), with the cyclic garbage collector off (as timeit does; reference
+    counting still frees every tensor).
     """
     for fn in calls.values():
-        _warm_up(fn)
+        _warm_up(fn, warm_up_s)
     names = list(calls)
     times: dict[str, list[float]] = {name: [] for name in names}
     gc.disable()
     try:
         rounds = 0
-        while rounds < repeats or (min(map(sum, times.values())) < 0.1 and rounds < 100 * repeats):
+        while rounds < repeats or (min(map(sum, times.values())) < sample_s and rounds < 100 * repeats):
             for name in names if rounds % 2 == 0 else reversed(names):
                 start = time.perf_counter()
                 calls[name]()
@@ -242,7 +248,7 @@ def run_group(
                 call = None  # free the graph and the saved tensors before the next provider
         if calls:
             try:
-                timings.update(interleaved_ms(calls, args.repeats))
+                timings.update(interleaved_ms(calls, args.repeats, **(QUICK_TIMING if args.quick else {})))
             except Exception:  # which provider failed: time each alone
                 for provider, call in calls.items():
                     try:

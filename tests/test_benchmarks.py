@@ -112,6 +112,12 @@ def test_cpu_timings_alternate_the_providers_calls(monkeypatch):
     assert ours_runs == torch_runs >= 30
     assert 4 <= ours_ms < 40 and 1 <= torch_ms < ours_ms
 
+    # --quick's timing: two warm-up calls each, then exactly `repeats` rounds.
+    order.clear()
+    quick = bench_pool.interleaved_ms({"ours": call("ours", 0.004), "torch": call("torch", 0.001)}, 3, **bench_pool.QUICK_TIMING)
+    assert quick["ours"][1] == quick["torch"][1] == 3
+    assert order == ["ours"] * 2 + ["torch"] * 2 + ["ours", "torch", "torch", "ours", "ours", "torch"]
+
 
 def test_host_benchmark_times_every_mode_of_ours_and_torch(tmp_path):
     from mlflow.tracking import MlflowClient
