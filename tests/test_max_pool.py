@@ -473,12 +473,22 @@ TAP_WALK_CASES = {
 }
 
 
+@pytest.mark.parametrize("kernel", ["backward_phase", "backward"])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", list(TAP_WALK_CASES))
-def test_backward_with_dilation_beyond_the_stride(case, layout, device):
-    """The gather walking taps (CPU here; CUDA for strides with many phases) sums PyTorch's
+def test_backward_with_dilation_beyond_the_stride(case, layout, device, kernel, request, monkeypatch):
+    """The backward regrouped by phase (windows that hold no phase of a base), and the plain
+    gather walking taps (what runs past PHASE_LIMIT phases; forced here), sum PyTorch's
     gradients in PyTorch's order: float32 equal bit for bit."""
+    if kernel == "backward":
+        monkeypatch.setattr(mp, "PHASE_LIMIT", 0)
+        request.addfinalizer(lambda: (mp._backward_plan.cache_clear(), mp._CALLS.clear()))  # plans made under it
+        mp._backward_plan.cache_clear()
+        mp._CALLS.clear()
+    kernels_run = []
+    launch = mp._launch
+    monkeypatch.setattr(mp, "_launch", lambda spec, device: (kernels_run.append(spec.kernel), launch(spec, device))[1])
     dims, shape, pool = TAP_WALK_CASES[case]
     strides3, dilations3, kernel3 = (mp._pad3(mp._as_tuple("t", "v", pool.get(name, 1), dims), 1)
                                      for name in ("stride", "dilation", "kernel_size"))  # fmt: skip
@@ -488,6 +498,7 @@ def test_backward_with_dilation_beyond_the_stride(case, layout, device):
     ref = TORCH[dims](x, **pool)
     grad = _random(out.shape, torch.float32, device, seed=1)
     (g,) = torch.autograd.grad(out, x, grad)
+    assert kernels_run == ["forward", kernel]
     assert _same_bits(g, torch.autograd.grad(ref, x, grad)[0])  # PyTorch's sums, in its order
 
 
