@@ -504,6 +504,30 @@ def test_backward_with_dilation_beyond_the_stride(case, layout, device, kernel, 
 
 @pytest.mark.parametrize("int64", [False, True], ids=["int32", "int64"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_backward_of_overlapping_windows_on_cpu_is_regrouped_by_phase(dims, layout, int64, monkeypatch):
+    """CPU plans take the phase backward where windows overlap (3x3 at stride 2, padded: ties from
+    rounded inputs, partial tiles of 256 elements over many programs), with 32- and 64-bit
+    offsets: float32 gradients are PyTorch's bit for bit."""
+    if int64:  # every launch takes the 64-bit offset path, without a 2**31-element tensor
+        monkeypatch.setattr(mp, "INT32_SPAN_LIMIT", 1)
+    monkeypatch.setattr(mp, "CPU_TILE_ELEMENTS", 256)
+    specs = []
+    real_launch = mp._launch
+    monkeypatch.setattr(mp, "_launch", lambda spec, dev: (specs.append(spec), real_launch(spec, dev)))
+    shape = {1: (2, 3, 200), 2: (2, 5, 13, 22), 3: (2, 3, 7, 9, 10)}[dims]
+    x = _layout(_random(shape, torch.float32, "cpu").round(decimals=1), layout).requires_grad_(True)
+    out = OURS[dims](x, kernel_size=3, stride=2, padding=1)
+    ref = TORCH[dims](x, kernel_size=3, stride=2, padding=1)
+    grad = _random(out.shape, torch.float32, "cpu", seed=4)
+    (g,) = torch.autograd.grad(out, x, grad)
+    assert [s.kernel for s in specs] == ["forward", "backward_phase"]
+    assert all(s.constexprs["INT64"] == int64 for s in specs) and specs[1].grid[0] > 1
+    assert _same_bits(g, torch.autograd.grad(ref, x, grad)[0])
+
+
+@pytest.mark.parametrize("int64", [False, True], ids=["int32", "int64"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", list(SCATTER_CASES))
 def test_backward_of_windows_that_do_not_overlap(case, layout, int64, monkeypatch):
     dims, kwargs = SCATTER_CASES[case]
