@@ -12,7 +12,9 @@ memory-bound kernel such as pooling they dominate.
   kernel computes are byte addresses inside those tensors' storages, so each becomes an index into
   a numpy view of its storage. Indices are bounds-checked (an IndexError, not a stray read), masked
   lanes are never touched (a store's write what its first live lane writes, where it writes it),
-  and a pointer that falls in none of the tensors goes to the interpreter's own loader unchanged;
+  and a live pointer that falls in none of the tensors is an IndexError too (Triton's own
+  interpreter would read or write whatever memory lies there; its pointer arguments are always
+  tensors, so no other memory is ours to touch);
 * pointer additions without their full-tile passes: a row of pointers plus a column of offsets
   (or a scalar pointer plus a tile of offsets) is kept as those two parts, which a load or a
   store turns into element indices with one broadcast addition: no full tile of addresses (the
@@ -112,8 +114,8 @@ class _Storages:
     def indices(self, ptrs, mask: np.ndarray, dtype: np.dtype):
         """(view, element indices, mask of the dead lanes or None when all live) for the pointers of
         one access (an array of addresses, or _Addresses of the mask's shape); _NOTHING_LIVE; or
-        None when they do not point into the launch's tensors (or not at whole elements of
-        ``dtype``, as a misaligned dtype view's would).
+        None when they point at no whole element of ``dtype`` (as a misaligned dtype view's
+        would). An IndexError when the first live lane lies in none of the launch's tensors.
         Masked lanes get the index of the first live lane: their pointers may lie anywhere (a window
         in the padding)."""
         live = mask.all()
@@ -122,7 +124,9 @@ class _Storages:
             return _NOTHING_LIVE
         address = ptrs.address_at(first) if isinstance(ptrs, _Addresses) else int(ptrs.flat[first])
         found = self.find(address, dtype)
-        if found is None or (address - found[0]) % dtype.itemsize:
+        if found is None:
+            raise IndexError(f"a pointer ({address:#x}) lies in none of the launch's tensors")
+        if (address - found[0]) % dtype.itemsize:
             return None
         base, view = found
         shift = dtype.itemsize.bit_length() - 1  # itemsizes are powers of two

@@ -121,26 +121,24 @@ def _reversed_store_kernel(src_ptr, dst_ptr, BLOCK: tl.constexpr):
     tl.store(dst_ptr + (3 - i), tl.load(src_ptr + i))
 
 
-def test_pointers_into_no_launch_tensor_take_the_interpreters_own_path():
-    builder = interpreter_builder
-    launch_tensor, other_tensor = torch.zeros(4), torch.arange(4, dtype=torch.float32)
-    calls = []
+def _far_kernel(src_ptr, dst_ptr, far, STORE: tl.constexpr, BLOCK: tl.constexpr):
+    # Every lane `far` elements past its tensor: in no tensor of the launch.
+    i = tl.arange(0, BLOCK)
+    if STORE:
+        tl.store(dst_ptr + far + i, tl.load(src_ptr + i))
+    else:
+        tl.store(dst_ptr + i, tl.load(src_ptr + far + i))
 
-    def original_load(*args):
-        calls.append(args)
-        return type(builder).create_masked_load(builder, *args)
 
-    memory = interpreter._FastMemory(interpreter._Storages([launch_tensor]), builder)
-    memory.original_load = original_load
-    ptr_ty = tl.pointer_type(tl.float32)
-    ptrs = triton_interpreter.TensorHandle(
-        np.array([other_tensor.data_ptr() + 4 * i for i in range(4)], dtype=np.uint64), ptr_ty
-    )
-    mask = triton_interpreter.TensorHandle(np.array([True, True, False, True]), tl.int1)
-    other = triton_interpreter.TensorHandle(np.full(4, -1, np.float32), tl.float32)
-    loaded = memory.load(ptrs, mask, other, None, None, False)
-    assert len(calls) == 1
-    assert loaded.data.tolist() == [0.0, 1.0, -1.0, 3.0]
+@pytest.mark.parametrize("store", [False, True])
+def test_a_pointer_into_no_tensor_of_the_launch_is_an_error(store, address_path):
+    """Triton's own interpreter would read or write whatever memory lies there (a heap corrupted
+    by a kernel's bug, found later as a crash elsewhere); a GPU would fault. Here: an IndexError,
+    and nothing written."""
+    src, dst = torch.arange(8, dtype=torch.float32), torch.zeros(8)
+    with pytest.raises(Exception, match="lies in none of the launch's tensors"):
+        interpreter.launch(InterpretedFunction(_far_kernel), (1,), (src, dst, 2**40), dict(STORE=store, BLOCK=8))
+    assert torch.equal(dst, torch.zeros(8)) and torch.equal(src, torch.arange(8, dtype=torch.float32))
 
 
 def test_the_builder_is_restored_after_a_launch_even_a_failing_one():
