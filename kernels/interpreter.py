@@ -11,7 +11,7 @@ memory-bound kernel such as pooling they dominate.
 * loads and stores as numpy gathers and scatters into the launch's own tensors: the pointers a
   kernel computes are byte addresses inside those tensors' storages, so each becomes an index into
   a numpy view of its storage. Indices are bounds-checked (an IndexError, not a stray read), masked
-  lanes are never touched (a store's write what its first live lane writes, where it writes it),
+  lanes are never touched (a store's dead lanes write its first live lane's value there),
   and a live pointer that falls in none of the tensors is an IndexError too (Triton's own
   interpreter would read or write whatever memory lies there; its pointer arguments are always
   tensors, so no other memory is ours to touch);
