@@ -452,6 +452,7 @@ def replays(monkeypatch):
     """The programs replayed (not run through Triton's frontend), from no kept tapes: the name of
     the thread each ran on."""
     monkeypatch.setattr(interpreter, "_TAPES", collections.OrderedDict())
+    monkeypatch.setattr(interpreter, "_UNVERIFIED", collections.OrderedDict())
     names = []
     real = interpreter._Replay._replay
     monkeypatch.setattr(interpreter._Replay, "_replay", lambda self, pid: (names.append(threading.current_thread().name), real(self, pid))[1])
@@ -502,6 +503,32 @@ def test_later_launches_replay_every_program_with_their_own_arguments(replays):
         interpreter.launch(fn, (grid,), (src, dst, n, scale), dict(BLOCK=block))
         assert len(replays) == replayed, (grid, n, block)
         expected = torch.where(src > 0, src * scale, -src) + torch.arange(size) // block
+        assert torch.equal(dst, expected), (grid, n, block)
+
+
+def test_launches_of_one_or_two_programs_keep_their_tapes_too(replays):
+    """A launch of two programs checks its tape as larger ones do and keeps it. A launch of one has
+    no second program to check against: the next one-program launch of the signature records its
+    own, and once two such tapes agree, one-program launches replay. That tape (program 0's alone)
+    is not replayed by launches of more programs."""
+    fn = InterpretedFunction(_blocks_kernel)
+    runs = [  # (grid, n, BLOCK, programs replayed in all)
+        (2, 200, 128, 0),  # programs 0 and 1 through the frontend, their tapes agree: kept
+        (2, 256, 128, 2),
+        (1, 100, 128, 3),  # a one-program launch replays a tape kept by larger ones
+        (1, 60, 64, 3),  # another BLOCK: recorded, waits for a second tape
+        (1, 64, 64, 3),  # recorded, agrees with the first: kept for one-program launches
+        (1, 10, 64, 4),
+        (1, 33, 64, 5),
+        (3, 150, 64, 6),  # programs 0 and 1 through the frontend, program 2 replayed
+        (3, 192, 64, 9),
+    ]
+    for grid, n, block, replayed in runs:
+        src = torch.randn(n, generator=torch.Generator().manual_seed(n))
+        dst = torch.zeros(n)
+        interpreter.launch(fn, (grid,), (src, dst, n, 1.5), dict(BLOCK=block))
+        assert len(replays) == replayed, (grid, n, block)
+        expected = torch.where(src > 0, src * 1.5, -src) + torch.arange(n) // block
         assert torch.equal(dst, expected), (grid, n, block)
 
 
@@ -639,6 +666,24 @@ def test_programs_that_could_differ_are_not_replayed(replays):
     assert replays == []
 
 
+def test_one_program_launches_that_could_differ_are_not_replayed(replays):
+    src = torch.arange(16, dtype=torch.float32)
+    for times in (2, 2, 2, 5):  # a scalar argument decides the Python loop
+        dst = torch.zeros_like(src)
+        interpreter.launch(InterpretedFunction(_repeat_kernel), (1,), (src, dst, times), dict(BLOCK=16))
+        assert torch.equal(dst, src + times)
+    for flag in (1, 1, 1, 3):  # a loaded value does
+        flags = torch.tensor([flag], dtype=torch.int32)
+        interpreter.launch(InterpretedFunction(_flag_kernel), (1,), (src, flags, dst), dict(BLOCK=16))
+        assert torch.equal(dst, src + flag)
+    tiles = torch.randn(1, 4, 4)
+    for _ in range(3):  # a block made outside the builder
+        transposed = torch.zeros(1, 4, 4)
+        interpreter.launch(InterpretedFunction(_transpose_kernel), (1,), (tiles, transposed), dict(BLOCK=4))
+        assert torch.equal(transposed, tiles.transpose(1, 2))
+    assert replays == [] and not interpreter._UNVERIFIED
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize(
     "dims, kwargs",
@@ -664,6 +709,27 @@ def test_pooling_replays_its_tiles_and_matches_pytorch(dims, kwargs, layout, rep
     (ref_g,) = torch.autograd.grad(ref, x, grad)
     torch.testing.assert_close(g, ref_g)
     assert len(replays) > 10
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)], ids=["k2", "k3s2p1"])
+def test_small_layers_replay_their_one_program_launches_and_match_pytorch(kwargs, layout, replays):
+    """A small layer launches one program a kernel: its first two calls run Triton's frontend, and
+    from the third on, their tapes agreeing, it replays (forward, and the scatter or the phase
+    backward), with PyTorch's values, indices and gradients on each call."""
+    x = torch.randn(2, 3, 9, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    for call in range(4):
+        out, idx = mp.max_pool2d(x, return_indices=True, **kwargs)
+        ref, ref_idx = torch.nn.functional.max_pool2d(x, return_indices=True, **kwargs)
+        assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+        grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(call))
+        (g,) = torch.autograd.grad(out, x, grad)
+        (ref_g,) = torch.autograd.grad(ref, x, grad)
+        torch.testing.assert_close(g, ref_g)
+        assert len(replays) == 2 * max(0, call - 1), call  # a forward and a backward program
 
 
 def test_bfloat16_widening_is_exact_for_every_value():
