@@ -14,6 +14,7 @@ import torch
 import triton.language as tl
 import triton.runtime.interpreter as triton_interpreter
 from triton.runtime.interpreter import InterpretedFunction, interpreter_builder
+from triton.runtime.errors import InterpreterError
 
 from kernels import interpreter
 from kernels import max_pool as mp
@@ -530,6 +531,48 @@ def test_launches_of_one_or_two_programs_keep_their_tapes_too(replays):
         assert len(replays) == replayed, (grid, n, block)
         expected = torch.where(src > 0, src * 1.5, -src) + torch.arange(n) // block
         assert torch.equal(dst, expected), (grid, n, block)
+
+
+def _shifted_kernel(src_ptr, dst_ptr, n, BLOCK: tl.constexpr, SHIFT: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(src_ptr + offsets, mask=offsets < n)
+    tl.store(dst_ptr + offsets, x * SHIFT + tl.num_programs(0), mask=offsets < n)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_launches_with_a_kept_tape_replay_without_grid_executor(threads, replays, monkeypatch):
+    """Once a tape is kept, a launch replays every program straight away: its arguments bound
+    and converted as GridExecutor does (constexprs in any order), the grid's size set for
+    tl.num_programs, and an error in a program raised as the interpreter raises it."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    fn = InterpretedFunction(_shifted_kernel)
+    launches = 0
+    for grid, n, shift in ((3, 300, 2.0), (5, 600, 2.0), (1, 50, 2.0), (2, 256, 2.0)):
+        src = torch.randn(n, generator=torch.Generator().manual_seed(n))
+        dst = torch.zeros(n)
+        constexprs = dict(BLOCK=128, SHIFT=shift) if launches % 2 else dict(SHIFT=shift, BLOCK=128)
+        interpreter.launch(fn, (grid,), (src, dst, n), constexprs)
+        assert torch.equal(dst, src * shift + grid), grid
+        launches += 1
+        # From the second launch on, GridExecutor (and Triton's frontend) must not run at all.
+        monkeypatch.setattr(interpreter, "GridExecutor", None)
+    assert len(replays) == 1 + 5 + 1 + 2
+    src, dst = torch.randn(2 * 128 + 8), torch.zeros(3 * 128)  # program 2 reads past src
+    with pytest.raises(InterpreterError, match="IndexError"):
+        interpreter.launch(fn, (3,), (src, dst, dst.numel()), dict(BLOCK=128, SHIFT=2.0))
+    for name in ("create_masked_load", "create_masked_store", "get_null_value"):
+        assert name not in vars(interpreter_builder), name
+
+
+def test_a_kernel_with_pre_run_hooks_runs_them_on_every_launch(replays):
+    fn = InterpretedFunction(_shifted_kernel)
+    calls = []
+    fn.add_pre_run_hook(lambda *args, **kwargs: calls.append(kwargs["SHIFT"]))
+    for shift in (1.0, 1.0, 1.0):
+        src, dst = torch.randn(384), torch.zeros(384)
+        interpreter.launch(fn, (3,), (src, dst, 384), dict(BLOCK=128, SHIFT=shift))
+        assert torch.equal(dst, src * shift + 3)
+    assert calls == [1.0, 1.0, 1.0] and len(replays) == 1 + 3 + 3
 
 
 def _unmasked_kernel(src_ptr, dst_ptr, BLOCK: tl.constexpr):
