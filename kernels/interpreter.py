@@ -584,7 +584,7 @@ class _Replay:
         self.kernel, self.builder, self.programs, self.pool = kernel, builder, programs, pool
         self.pending = []
         self.tapes = []
-        self.program = None  # [(bound method, args, kwargs, indices to free)] once verified
+        self.program = None  # once verified: (the _Program's plan bound to this launch, its extra slots)
         self.arguments = None  # the handles of the launch's arguments (pointers, scalars), by name
         self.signature = None
         functools.update_wrapper(self, kernel)
@@ -691,7 +691,7 @@ class _Replay:
                     _remember(_UNVERIFIED, self.signature, tape)
 
     @staticmethod
-    def _compile(tape):
+    def _compile(tape) -> "_Program":
         """The tape as [(builder method's name, args, kwargs, indices of the results to free)]."""
         last_use = list(range(len(tape.steps)))
 
@@ -708,18 +708,22 @@ class _Replay:
         frees = [[] for _ in tape.steps]
         for index, user in enumerate(last_use):
             frees[user].append(index)
-        return [(name, args, kwargs, frees[i]) for i, (name, args, kwargs) in enumerate(tape.steps)]
+        return _Program((name, args, kwargs, frees[i]) for i, (name, args, kwargs) in enumerate(tape.steps))
 
-    def _bind(self, program):
-        # This launch's builder methods: its loads and stores are bound to its own tensors. The
-        # program id is the replayed program's own (None), not the builder's current one.
+    def _bind(self, program: "_Program"):
+        """The program's plan with this launch's builder methods (its loads and stores are bound
+        to its own tensors) and arguments. The program id is the replayed program's own (None
+        below), not the builder's current one."""
         if any("atomic" in name for name, *_ in program):
             self.pool = None  # the interpreter's atomics are a numpy read-modify-write: one thread
-        return [(None if name == "create_get_program_id" else getattr(self.builder, name), args, kwargs, frees)
-                for name, args, kwargs, frees in program]  # fmt: skip
+        extra = [value if kind == "constant" else self.arguments[value] for kind, value in program.extra]
+        plan = [(index, None if name == "create_get_program_id" else getattr(self.builder, name), slots, kwslots, program[index])
+                for index, name, slots, kwslots in program.plan]  # fmt: skip
+        return plan, extra
 
     def _replay(self, program_id):
-        values = [None] * len(self.program)
+        plan, extra = self.program
+        values = [None] * len(plan) + extra
         arguments = self.arguments
 
         def resolve(value):
@@ -732,11 +736,15 @@ class _Replay:
                 return type(value)(resolve(v) for v in value)
             return value
 
-        for index, (method, args, kwargs, frees) in enumerate(self.program):
+        for index, method, slots, kwslots, (_, args, kwargs, frees) in plan:
             if method is None:
                 values[index] = TensorHandle(np.array([program_id[args[0]]], dtype=np.int32), tl.int32)
-            else:
+            elif slots is None:
                 values[index] = method(*resolve(args), **{k: resolve(v) for k, v in kwargs.items()})
+            elif kwslots:
+                values[index] = method(*[values[j] for j in slots], **{k: values[j] for k, j in kwslots.items()})
+            else:
+                values[index] = method(*[values[j] for j in slots])
             for i in frees:
                 values[i] = None
 
@@ -747,6 +755,53 @@ class _Replay:
         error = next((e for e in errors if e is not None), None)
         if error is not None:
             raise InterpreterError(repr(error)) from error
+
+
+class _Program(list):
+    """A verified tape, [(builder method's name, args, kwargs, indices of the results to free)],
+    and its plan for replays: every argument a slot of one list, which holds the steps' results
+    (slot i: step i's), then the tape's constants and the launch's arguments (``extra``: what
+    each further slot holds). A step then gathers its arguments with a list comprehension, where
+    resolving each by its kind (recursively, through lists) was ~40% of a replayed program's
+    Python. Every replay passes the same constant objects (a shape's list among them): the
+    builder's methods only read their arguments. The rare step whose arguments are not all slots
+    (a list holding a result, a part of a tuple) is resolved from the tape's references."""
+
+    def __init__(self, steps):
+        super().__init__(steps)
+        self.extra = []  # ("constant", value) or ("argument", name), from slot len(self) on
+        where = {}  # id of a constant or an argument's name -> its slot
+
+        def slot(value):
+            if isinstance(value, _Step):
+                return value.index if value.part is None else None
+            if isinstance(value, _Argument):
+                key, entry = ("argument", value.name), ("argument", value.name)
+            elif isinstance(value, (list, tuple)) and not hasattr(value, "_fields") and not _constant(value):
+                return None
+            else:
+                key, entry = ("constant", id(value)), ("constant", value)
+            if key not in where:
+                where[key] = len(self) + len(self.extra)
+                self.extra.append(entry)
+            return where[key]
+
+        self.plan = []  # (index, name, argument slots, keyword slots), or (index, name, None, None)
+        for index, (name, args, kwargs, _) in enumerate(self):
+            slots = [slot(a) for a in args]
+            kwslots = {k: slot(v) for k, v in kwargs.items()}
+            if None in slots or None in kwslots.values():
+                slots = kwslots = None
+            self.plan.append((index, name, slots, kwslots))
+
+
+def _constant(value) -> bool:
+    """Whether a tape's argument holds no step's result and no launch argument."""
+    if isinstance(value, (_Step, _Argument)):
+        return False
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return all(map(_constant, value))
+    return True
 
 
 def _keepable(program) -> bool:

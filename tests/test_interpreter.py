@@ -6,6 +6,7 @@ import collections
 import contextlib
 import multiprocessing
 import threading
+import types
 from pathlib import Path
 
 import numpy as np
@@ -573,6 +574,45 @@ def test_a_kernel_with_pre_run_hooks_runs_them_on_every_launch(replays):
         interpreter.launch(fn, (3,), (src, dst, 384), dict(BLOCK=128, SHIFT=shift))
         assert torch.equal(dst, src * shift + 3)
     assert calls == [1.0, 1.0, 1.0] and len(replays) == 1 + 3 + 3
+
+
+def _split_kernel(src_ptr, dst_ptr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    pairs = tl.load(src_ptr + pid * 2 * BLOCK + tl.arange(0, 2 * BLOCK))
+    even, odd = tl.split(tl.reshape(pairs, (BLOCK, 2)))  # one step's result, a tuple of two blocks
+    tl.store(dst_ptr + pid * BLOCK + tl.arange(0, BLOCK), even - odd)
+
+
+def test_steps_on_parts_of_a_result_replay(replays):
+    """A step whose arguments are not all slots of the plan (here parts of a tuple) is resolved
+    from the tape's own references."""
+    fn = InterpretedFunction(_split_kernel)
+    for grid, replayed in ((4, 2), (5, 2 + 5)):
+        src, dst = torch.randn(grid * 32), torch.zeros(grid * 16)
+        interpreter.launch(fn, (grid,), (src, dst), dict(BLOCK=16))
+        assert torch.equal(dst, src[0::2] - src[1::2]) and len(replays) == replayed
+    (program,) = interpreter._TAPES.values()
+    assert [program[index][0] for index, _, slots, _ in program.plan if slots is None] == ["create_fsub"]
+
+
+def test_a_list_argument_holding_results_is_resolved_at_each_replay():
+    program = interpreter._Program([
+        ("create_a", (3,), {}, []),
+        ("create_b", ([interpreter._Step(0, None), interpreter._Argument("x")], 5), {"k": [1, 2]}, [0]),
+        ("create_a", (7,), {"ignored": None}, [1, 2]),
+    ])  # fmt: skip
+    assert [slots is None for _, _, slots, _ in program.plan] == [False, True, False]
+    calls = []
+    builder = types.SimpleNamespace(
+        create_a=lambda value, ignored=None: calls.append(value) or value * 2,
+        create_b=lambda items, value, k: calls.append((items, value, k)),
+    )  # fmt: skip
+    replay = interpreter._Replay(_unmasked_kernel, builder, programs=1)
+    replay.arguments = {"x": "the launch's x"}
+    replay.program = replay._bind(program)
+    for _ in range(2):
+        replay._replay((0, 0, 0))
+    assert calls == [3, ([6, "the launch's x"], 5, [1, 2]), 7] * 2
 
 
 def _unmasked_kernel(src_ptr, dst_ptr, BLOCK: tl.constexpr):
