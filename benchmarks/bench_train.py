@@ -1,7 +1,7 @@
 """Training-level costs: memory format, train.py's loop overhead, startup, memory per step.
 
     python benchmarks/bench_train.py                       # every section
-    python benchmarks/bench_train.py --sections overhead   # memory_format, overhead, startup, memory
+    python benchmarks/bench_train.py --sections overhead   # memory_format, overhead, startup, memory, backend
     python benchmarks/bench_train.py --quick               # seconds: small sizes, for CI smoke tests
 
 Sections:
@@ -16,6 +16,9 @@ Sections:
   metric), and what importing torch, triton, hydra and mlflow costs, each in a fresh process.
 - memory: bytes saved for backward and peak memory of one training step, pool.backend=triton
   against torch (the kernel keeps 1 byte per pooled output where PyTorch keeps an 8-byte index).
+- backend: seconds per training step of train.py's default network and data size (tinyvgg,
+  64x64, batch 32, Adam, channels_last) with its pooling on our kernel against PyTorch's: what
+  pool.backend=triton costs or saves a step (on CPU, the interpreter's cost).
 """
 
 from __future__ import annotations
@@ -37,12 +40,12 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import data  # noqa: E402
 import models  # noqa: E402
-from training import tracking  # noqa: E402
-from training.loop import fit, loss_function  # noqa: E402
 
-SECTIONS = ("memory_format", "overhead", "startup", "memory")
+# data and training (Hydra, MLflow) are imported by the sections that use them, overhead and
+# startup: the others run where only torch and triton are installed (benchmarks/gpu_session.sh).
+
+SECTIONS = ("memory_format", "overhead", "startup", "memory", "backend")
 
 
 def seed_model(pool_type: str, image: int, backend: str = "auto", device="cpu") -> nn.Module:
@@ -111,6 +114,10 @@ def bare_epoch(model, loader, optimizer, criterion, device, channels_last) -> fl
 def overhead(args, device) -> list[dict]:
     """Alternate bare and train.py epochs (so drifting machine load hits both alike), after one
     unmeasured warm-up epoch; the overhead is the median over the pairs, each pair's own ratio."""
+    import data
+    from training import tracking
+    from training.loop import fit, loss_function
+
     epochs = 2 if args.quick else 9
     size = 256 if args.quick else 1500
     train_set, _, info = data.build_datasets("shapes", image_size=64, train_size=size, val_size=32)
@@ -150,6 +157,8 @@ def overhead(args, device) -> list[dict]:
 
 
 def startup(args, device) -> list[dict]:
+    from training import tracking
+
     rows = []
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     script = (
@@ -238,6 +247,23 @@ def memory(args, device) -> list[dict]:
             "peak_step_MB": peak_step_memory(model, images, labels, device) / 2**20,
         })  # fmt: skip
     return rows
+
+
+def backend(args, device) -> list[dict]:
+    # After step_seconds' two warm-up steps every pooling launch replays on CPU: a layer small
+    # enough for one program a kernel needs two calls whose tapes agree (kernels/interpreter.py).
+    image, batch, steps = (32, 4, 3) if args.quick else (64, 32, 15)
+    images = torch.randn(batch, 3, image, image, device=device)
+    labels = torch.randint(0, 2, (batch,), device=device).float()
+    seconds = {}
+    for name in ("triton", "torch"):
+        torch.manual_seed(0)
+        seconds[name] = step_seconds(seed_model("max", image, backend=name, device=device), images, labels, True, steps)
+    return [{
+        "section": "backend", "model": "tinyvgg pool=max", "image": image, "batch": batch,
+        "triton_s_per_step": seconds["triton"], "torch_s_per_step": seconds["torch"],
+        "triton_over_torch": seconds["triton"] / seconds["torch"],
+    }]  # fmt: skip
 
 
 def main(argv=None) -> int:

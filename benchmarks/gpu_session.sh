@@ -3,7 +3,7 @@
 # then a wider table. Each step is time-boxed so that a slow one cannot eat the others, and every
 # log goes to $OUT (or ./gpu-session/ when run by hand).
 #
-#   bash benchmarks/gpu_session.sh            # ~9-10 minutes on an H100/H200, Triton's cache cold
+#   bash benchmarks/gpu_session.sh            # ~10-11 minutes on an H100/H200, Triton's cache cold
 #
 # It uses the machine's own torch and triton (the project's MLflow/Hydra are not needed here);
 # tests/test_models.py also needs torchinfo: where the image lacks it, install its wheel first
@@ -33,6 +33,9 @@ step "host time per call: tiny layers, ours vs torch eager, and ours through Tri
 # Two layers (2x2 and 3x3 windows): each of their 12 kernels compiles on its first call.
 timeout 60 "$PY" benchmarks/bench_host.py --device cuda --cases seed,resnet_stem --repeats 6 2>&1 \
   | tee "$OUT/host.log" | tail -24
+
+step "a training step of train.py's default network, pool.backend=triton vs torch"
+timeout 60 "$PY" benchmarks/bench_train.py --device cuda --sections backend,memory 2>&1 | tee "$OUT/train.log" | tail -6
 
 step "every layer, float32 and bfloat16, ours vs torch eager"
 timeout 110 "$PY" benchmarks/bench_pool.py --providers ours,torch --dtypes float32,bfloat16 \

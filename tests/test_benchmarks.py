@@ -331,6 +331,23 @@ def _rows(output: str) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
+def test_training_benchmarks_model_sections_need_neither_hydra_nor_mlflow(tmp_path):
+    """gpu_session.sh runs the backend and memory sections on a GPU image that has torch and
+    triton but maybe not the project's Hydra and MLflow: those sections must not import them."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import bench_train; "
+        "bench_train.main(['--quick', '--device', 'cpu', '--sections', 'backend,memory']); "
+        "print('imported:', sorted(m for m in ('hydra', 'mlflow', 'data', 'training') if m in sys.modules))"
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
+    result = subprocess.run([sys.executable, "-c", code, str(BENCHMARKS)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert {row["section"] for row in _rows(result.stdout)} == {"backend", "memory"}
+    assert "imported: []" in result.stdout
+
+
+@pytest.mark.slow
 def test_quick_training_benchmark_measures_every_section(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
     result = subprocess.run(
@@ -342,7 +359,7 @@ def test_quick_training_benchmark_measures_every_section(tmp_path):
     by_section = {}
     for row in rows:
         by_section.setdefault(row["section"], []).append(row)
-    assert set(by_section) == {"memory_format", "overhead", "startup", "memory"}
+    assert set(by_section) == {"memory_format", "overhead", "startup", "memory", "backend"}
 
     for row in by_section["memory_format"]:
         assert float(row["contiguous_s_per_step"]) > 0 and float(row["channels_last_s_per_step"]) > 0
@@ -359,3 +376,6 @@ def test_quick_training_benchmark_measures_every_section(tmp_path):
     # The kernel saves a 1-byte window position per output where PyTorch saves an 8-byte index.
     assert float(memory["triton"]["saved_for_backward_MB"]) < float(memory["torch"]["saved_for_backward_MB"])
     assert all(float(r["peak_step_MB"]) > 0 for r in memory.values())
+    (step,) = by_section["backend"]
+    ratio = float(step["triton_s_per_step"]) / float(step["torch_s_per_step"])
+    assert float(step["torch_s_per_step"]) > 0 and math.isclose(float(step["triton_over_torch"]), ratio, rel_tol=2e-3)
