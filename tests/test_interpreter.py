@@ -14,8 +14,8 @@ import pytest
 import torch
 import triton.language as tl
 import triton.runtime.interpreter as triton_interpreter
-from triton.runtime.interpreter import InterpretedFunction, interpreter_builder
 from triton.runtime.errors import InterpreterError
+from triton.runtime.interpreter import InterpretedFunction, interpreter_builder
 
 from kernels import interpreter
 from kernels import max_pool as mp
