@@ -773,7 +773,7 @@ def test_one_program_launches_that_could_differ_are_not_replayed(replays):
     [(2, dict(kernel_size=2)), (2, dict(kernel_size=3, stride=2, padding=1)), (3, dict(kernel_size=2)),
      (1, dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True))],
 )  # fmt: skip
-def test_pooling_replays_its_tiles_and_matches_pytorch(dims, kwargs, layout, replays, monkeypatch):
+def test_pooling_replays_its_tiles_and_matches_pytorch(dims, kwargs, layout, replays, fresh_plans, monkeypatch):
     """Small tiles, so that every pooling kernel (forward, scatter and gather backward) launches
     many programs: the replayed ones must give PyTorch's values, indices and gradients."""
     monkeypatch.setattr(mp, "CPU_TILE_ELEMENTS", 64)
@@ -796,7 +796,7 @@ def test_pooling_replays_its_tiles_and_matches_pytorch(dims, kwargs, layout, rep
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)], ids=["k2", "k3s2p1"])
-def test_small_layers_replay_their_one_program_launches_and_match_pytorch(kwargs, layout, replays):
+def test_small_layers_replay_their_one_program_launches_and_match_pytorch(kwargs, layout, replays, fresh_plans):
     """A small layer launches one program a kernel: its first two calls run Triton's frontend, and
     from the third on, their tapes agreeing, it replays (forward, and the scatter or the phase
     backward), with PyTorch's values, indices and gradients on each call."""

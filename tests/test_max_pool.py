@@ -477,15 +477,12 @@ TAP_WALK_CASES = {
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", list(TAP_WALK_CASES))
-def test_backward_with_dilation_beyond_the_stride(case, layout, device, kernel, request, monkeypatch):
+def test_backward_with_dilation_beyond_the_stride(case, layout, device, kernel, fresh_plans, monkeypatch):
     """The backward regrouped by phase (windows that hold no phase of a base), and the plain
     gather walking taps (what runs past PHASE_LIMIT phases; forced here), sum PyTorch's
     gradients in PyTorch's order: float32 equal bit for bit."""
     if kernel == "backward":
         monkeypatch.setattr(mp, "PHASE_LIMIT", 0)
-        request.addfinalizer(lambda: (mp._backward_plan.cache_clear(), mp._CALLS.clear()))  # plans made under it
-        mp._backward_plan.cache_clear()
-        mp._CALLS.clear()
     kernels_run = []
     launch = mp._launch
     monkeypatch.setattr(mp, "_launch", lambda spec, device: (kernels_run.append(spec.kernel), launch(spec, device))[1])
@@ -505,7 +502,7 @@ def test_backward_with_dilation_beyond_the_stride(case, layout, device, kernel, 
 @pytest.mark.parametrize("int64", [False, True], ids=["int32", "int64"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dims", [1, 2, 3])
-def test_backward_of_overlapping_windows_on_cpu_is_regrouped_by_phase(dims, layout, int64, monkeypatch):
+def test_backward_of_overlapping_windows_on_cpu_is_regrouped_by_phase(dims, layout, int64, fresh_plans, monkeypatch):
     """CPU plans take the phase backward where windows overlap (3x3 at stride 2, padded: ties from
     rounded inputs, partial tiles of 256 elements over many programs), with 32- and 64-bit
     offsets: float32 gradients are PyTorch's bit for bit."""
