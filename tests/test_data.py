@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 from torch.testing import assert_close
-from torch.utils.data import TensorDataset
+from torch.utils.data import Subset, TensorDataset
 
 from data import SHAPES, GeneratedShapes, build_datasets, make_loader
 from data.real import BUILT_INS, IMAGENET_MEAN, IMAGENET_STD
+from data import shapes
 from data.shapes import MEAN, STD
 from models import PoolConfig, build_model
 
@@ -51,6 +52,44 @@ def test_generated_images_and_labels(channels, num_classes):
     assert images.min() >= -MEAN / STD and images.max() <= (1 - MEAN) / STD
     assert sorted(labels) == sorted(list(range(num_classes)) * 4)  # balanced
     assert dataset.classes == SHAPES[:num_classes]
+
+
+@pytest.mark.parametrize("chunk_values", [None, 3 * 20 * 36 * 2], ids=["one-pass", "chunks-of-2"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_generated_batch_is_the_images_one_by_one(channels, chunk_values, monkeypatch):
+    # DataLoader fetches a batch through __getitems__, rendered in one pass (or chunks of it):
+    # bit for bit the images a single access gives, whatever the batch holds and in what order.
+    if chunk_values:
+        monkeypatch.setattr(shapes, "RENDER_CHUNK_VALUES", chunk_values)
+    dataset = GeneratedShapes(10**6, image_size=(20, 36), num_classes=len(SHAPES), channels=channels, seed=3)
+    indices = [5, 0, 999999, 17, 3, 3, -1, *range(100, 113)]
+    images, labels = dataset.render(indices)
+    assert images.shape == (len(indices), channels, 20, 36)
+    for image, label, index in zip(images, labels, indices):
+        one, one_label = dataset[index]
+        assert_close(image, one, rtol=0, atol=0)
+        assert label == one_label
+    loader = make_loader(Subset(dataset, indices), batch_size=8)
+    batched = torch.cat([batch for batch, _ in loader])
+    assert_close(batched, images, rtol=0, atol=0)
+    with pytest.raises(IndexError, match="index 1000000 out of range for 1000000 samples"):
+        dataset.render([0, 10**6])
+
+
+@pytest.mark.parametrize(
+    "channels, sums",
+    [
+        (3, [1246.482, 1182.144, -1666.034, 1088.692, -2263.742, -2257.455, 946.334]),
+        (1, [417.924, 406.79, -622.993, 330.593, -753.578, -703.203, 305.677]),
+    ],
+)
+def test_generated_images_are_those_earlier_runs_trained_on(channels, sums):
+    # Per-image sums as rendered one image at a time before batched rendering (commit 5fafe68),
+    # one image of each shape: runs recorded since then train on the same data as before.
+    dataset = GeneratedShapes(10**6, image_size=(20, 36), num_classes=len(SHAPES), channels=channels, seed=3)
+    indices = [0, 1, 2, 3, 4, 5, 999999]
+    images, _ = dataset.render(indices)
+    assert images.double().sum((1, 2, 3)).tolist() == pytest.approx(sums, abs=2e-3)
 
 
 def test_generated_is_lazy():
