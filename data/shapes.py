@@ -99,6 +99,25 @@ def _coverage(distance: Tensor) -> Tensor:
     return (0.5 - distance).clamp_(0, 1)
 
 
+def _draw_line(image: Tensor, x: Tensor, y: Tensor, corners: Tensor, thickness: Tensor, colour: Tensor) -> None:
+    """Composite one segment per image onto image (B, 3, H, W) in place; x (1, W) and y (H, 1) are
+    the pixels' coordinates, corners (B, 4, 1, 1) the segment's ends, thickness (B, 1), colour (B, 3)."""
+    ax, ay, bx, by = corners.unbind(1)  # (B, 1, 1) each
+    ux, uy = bx - ax, by - ay
+    px, py = x - ax, y - ay  # (B, 1, W) and (B, H, 1)
+    along = ((px * ux + py * uy) / (ux * ux + uy * uy).clamp_(min=1e-6)).clamp_(0, 1)
+    distance = torch.hypot(px - along * ux, py - along * uy) - (0.5 + thickness.view(-1, 1, 1)) / 2
+    alpha = _coverage(distance).unsqueeze(1)
+    image += alpha * (colour.view(-1, 3, 1, 1) - image)
+
+
+def _draw_object(image: Tensor, x: Tensor, y: Tensor, shape: str, cx: list[float], cy: list[float],
+                 radius: list[float], angle: list[float], colour: Tensor) -> None:  # fmt: skip
+    """Composite one shape per image onto image (B, 3, H, W) in place, centred at (cx, cy)."""
+    alpha = _coverage(_shape_distance(shape, x - _column(cx), y - _column(cy), radius, angle)).unsqueeze(1)
+    image += alpha * (colour.view(-1, 3, 1, 1) - image)
+
+
 class GeneratedShapes(Dataset):
     """num_samples images of shapes, each rendered deterministically from (seed, stream, index) on access."""
 
@@ -151,20 +170,20 @@ class GeneratedShapes(Dataset):
     def render(self, indices: list[int]) -> tuple[Tensor, list[int]]:
         """Images (B, C, H, W) and labels of the given indices, each image a function of (seed, stream, index) alone."""
         indices = [self._checked(i) for i in indices]
+        images = torch.empty(len(indices), self.channels, *self.image_size)
         chunk = max(1, RENDER_CHUNK_VALUES // (3 * self.image_size[0] * self.image_size[1]))
-        if len(indices) <= chunk:
-            return self._render(indices)
-        parts = [self._render(indices[i : i + chunk]) for i in range(0, len(indices), chunk)]
-        return torch.cat([images for images, _ in parts]), [label for _, labels in parts for label in labels]
+        for start in range(0, len(indices), chunk):
+            self._render(indices[start : start + chunk], out=images[start : start + chunk])
+        return images, [index % self.num_classes for index in indices]  # balanced in any consecutive indices
 
     def _checked(self, index: int) -> int:
         if not -self.num_samples <= index < self.num_samples:
             raise IndexError(f"GeneratedShapes: index {index} out of range for {self.num_samples} samples")
         return index % self.num_samples
 
-    def _render(self, indices: list[int]) -> tuple[Tensor, list[int]]:
+    def _render(self, indices: list[int], out: Tensor) -> None:
         (height, width), x, y, count = self.image_size, self._x, self._y, len(indices)
-        labels = [index % self.num_classes for index in indices]  # balanced classes in any consecutive indices
+        labels = [index % self.num_classes for index in indices]
 
         # Every random number an image uses comes from its own generator, drawn in a fixed order;
         # the rest is arithmetic on the whole batch.
@@ -191,13 +210,7 @@ class GeneratedShapes(Dataset):
         ends, thickness, colours = lines.split([4, 1, 3], dim=2)
         corners = (ends * torch.tensor([width, height, width, height])).view(count, -1, 4, 1, 1)
         for line in range(_CLUTTER_LINES):
-            ax, ay, bx, by = corners[:, line].unbind(1)  # (B, 1, 1) each
-            ux, uy = bx - ax, by - ay
-            px, py = x - ax, y - ay  # (B, 1, W) and (B, H, 1)
-            along = ((px * ux + py * uy) / (ux * ux + uy * uy).clamp_(min=1e-6)).clamp_(0, 1)
-            distance = torch.hypot(px - along * ux, py - along * uy) - (0.5 + thickness[:, line].view(-1, 1, 1)) / 2
-            alpha = _coverage(distance).unsqueeze(1)
-            image += alpha * (colours[:, line].view(-1, 3, 1, 1) - image)
+            _draw_line(image, x, y, corners[:, line], thickness[:, line], colours[:, line])
 
         # The object: its parameters in Python floats (float64), as scalars of the arithmetic.
         radius, cx, cy, angle = [], [], [], []
@@ -208,20 +221,19 @@ class GeneratedShapes(Dataset):
             cx.append(margin + x_at * (width - 2 * margin))
             cy.append(margin + y_at * (height - 2 * margin))
             angle.append(turn * 2 * math.pi)
-        alpha = torch.empty(count, height, width)
+        lightness = _column([0.65 if is_light else 0.0 for is_light in light_object]).view(-1, 1)
+        object_colours = objects[:, 4:] * 0.35 + lightness
         for label in sorted(set(labels)):  # the images of one shape together
             rows = [row for row, other in enumerate(labels) if other == label]
-            centre_x, centre_y = _column([cx[row] for row in rows]), _column([cy[row] for row in rows])
-            distance = _shape_distance(
-                SHAPES[label], x - centre_x, y - centre_y, [radius[row] for row in rows], [angle[row] for row in rows]
-            )
-            alpha[rows] = _coverage(distance)
-        lightness = _column([0.65 if is_light else 0.0 for is_light in light_object]).view(-1, 1)
-        object_colour = objects[:, 4:] * 0.35 + lightness
-        image += alpha.unsqueeze(1) * (object_colour.view(-1, 3, 1, 1) - image)
+            part = image[rows]  # a copy: drawn on, then put back
+            _draw_object(
+                part, x, y, SHAPES[label], [cx[row] for row in rows], [cy[row] for row in rows],
+                [radius[row] for row in rows], [angle[row] for row in rows], object_colours[rows],
+            )  # fmt: skip
+            image[rows] = part
 
         # Uniform noise: a third of the cost of normal noise at 224x224.
         image += _NOISE_AMPLITUDE * (2 * noise - 1)
         if self.channels == 1:
             image = (0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]).unsqueeze(1)
-        return (image.clamp_(0, 1) - MEAN) / STD, labels
+        torch.div(image.clamp_(0, 1).sub_(MEAN), STD, out=out)
