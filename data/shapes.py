@@ -99,16 +99,17 @@ def _coverage(distance: Tensor) -> Tensor:
     return (0.5 - distance).clamp_(0, 1)
 
 
-def _draw_line(image: Tensor, x: Tensor, y: Tensor, corners: Tensor, thickness: Tensor, colour: Tensor) -> None:
-    """Composite one segment per image onto image (B, 3, H, W) in place; x (1, W) and y (H, 1) are
-    the pixels' coordinates, corners (B, 4, 1, 1) the segment's ends, thickness (B, 1), colour (B, 3)."""
-    ax, ay, bx, by = corners.unbind(1)  # (B, 1, 1) each
+def _draw_lines(image: Tensor, x: Tensor, y: Tensor, corners: Tensor, thickness: Tensor, colours: Tensor) -> None:
+    """Composite L segments per image onto image (B, 3, H, W) in place, one after the other; x (1, W)
+    and y (H, 1) are the pixels' coordinates, corners (B, L, 4, 1, 1) the segments' ends, thickness
+    (B, L, 1), colours (B, L, 3)."""
+    ax, ay, bx, by = corners.unbind(2)  # (B, L, 1, 1) each
     ux, uy = bx - ax, by - ay
-    px, py = x - ax, y - ay  # (B, 1, W) and (B, H, 1)
+    px, py = x - ax, y - ay  # (B, L, 1, W) and (B, L, H, 1)
     along = ((px * ux + py * uy) / (ux * ux + uy * uy).clamp_(min=1e-6)).clamp_(0, 1)
-    distance = torch.hypot(px - along * ux, py - along * uy) - (0.5 + thickness.view(-1, 1, 1)) / 2
-    alpha = _coverage(distance).unsqueeze(1)
-    image += alpha * (colour.view(-1, 3, 1, 1) - image)
+    distance = torch.hypot(px - along * ux, py - along * uy) - (0.5 + thickness.unsqueeze(-1)) / 2
+    for alpha, colour in zip(_coverage(distance).unbind(1), colours.unbind(1)):
+        image += alpha.unsqueeze(1) * (colour.view(-1, 3, 1, 1) - image)
 
 
 def _draw_object(image: Tensor, x: Tensor, y: Tensor, shape: str, cx: list[float], cy: list[float],
@@ -209,8 +210,7 @@ class GeneratedShapes(Dataset):
         # Clutter: thin line segments of any colour (light ones included), under the object.
         ends, thickness, colours = lines.split([4, 1, 3], dim=2)
         corners = (ends * torch.tensor([width, height, width, height])).view(count, -1, 4, 1, 1)
-        for line in range(_CLUTTER_LINES):
-            _draw_line(image, x, y, corners[:, line], thickness[:, line], colours[:, line])
+        _draw_lines(image, x, y, corners, thickness, colours)
 
         # The object: its parameters in Python floats (float64), as scalars of the arithmetic.
         radius, cx, cy, angle = [], [], [], []
@@ -225,12 +225,13 @@ class GeneratedShapes(Dataset):
         object_colours = objects[:, 4:] * 0.35 + lightness
         for label in sorted(set(labels)):  # the images of one shape together
             rows = [row for row, other in enumerate(labels) if other == label]
-            part = image[rows]  # a copy: drawn on, then put back
+            part = image if len(rows) == count else image[rows]  # a copy: drawn on, then put back
             _draw_object(
                 part, x, y, SHAPES[label], [cx[row] for row in rows], [cy[row] for row in rows],
                 [radius[row] for row in rows], [angle[row] for row in rows], object_colours[rows],
             )  # fmt: skip
-            image[rows] = part
+            if part is not image:
+                image[rows] = part
 
         # Uniform noise: a third of the cost of normal noise at 224x224.
         image += _NOISE_AMPLITUDE * (2 * noise - 1)
