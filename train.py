@@ -344,15 +344,9 @@ def train(
             shutil.copyfile(resume.path, checkpoint_path)
         tracker.set_tags({"checkpoint": checkpoint_path.resolve()})  # where resume finds this run's state
 
-    def end_of_epoch(epoch: int, metrics) -> None:
-        history.append(metrics)
-        if checkpoint_path is not None:  # saved before logging: a lost server cannot lose the epoch
-            checkpoints.save(
-                checkpoint_path, model=model, optimizer=optimizer, shuffling=train_loader.generator,
-                history=history, run_id=tracker.run_id, config_hash=config_hash(settings),
-            )  # fmt: skip
-        tracker.log_metrics(metrics.as_dict(), step=epoch)
-
+    end_of_epoch = epoch_recorder(
+        tracker, model, optimizer, train_loader, history, checkpoint_path, config_hash(settings)
+    )
     fit(
         model, train_loader, val_loader, optimizer, criterion, device,
         epochs=trainer["epochs"], limit_train_batches=trainer["limit_train_batches"],
@@ -365,6 +359,30 @@ def train(
         images, _ = next(iter(val_loader))
         tracker.log_model(model, images[:2].to(device))
     return history
+
+
+def epoch_recorder(
+    tracker: tracking.NullTracker,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader,
+    history: list,
+    checkpoint_path: Path | None,
+    digest: str,
+):
+    """What a run does after every epoch: append its metrics to ``history``, save the checkpoint,
+    log the metrics (benchmarks/bench_train.py times it as part of train.py's epoch)."""
+
+    def end_of_epoch(epoch: int, metrics) -> None:
+        history.append(metrics)
+        if checkpoint_path is not None:  # saved before logging: a lost server cannot lose the epoch
+            checkpoints.save(
+                checkpoint_path, model=model, optimizer=optimizer, shuffling=train_loader.generator,
+                history=history, run_id=tracker.run_id, config_hash=digest,
+            )  # fmt: skip
+        tracker.log_metrics(metrics.as_dict(), step=epoch)
+
+    return end_of_epoch
 
 
 def learning_curves(history):

@@ -359,7 +359,7 @@ def test_quick_training_benchmark_measures_every_section(tmp_path):
     by_section = {}
     for row in rows:
         by_section.setdefault(row["section"], []).append(row)
-    assert set(by_section) == {"memory_format", "overhead", "startup", "memory", "backend"}
+    assert set(by_section) == {"memory_format", "overhead", "startup", "memory", "backend", "data"}
 
     for row in by_section["memory_format"]:
         assert float(row["contiguous_s_per_step"]) > 0 and float(row["channels_last_s_per_step"]) > 0
@@ -367,6 +367,12 @@ def test_quick_training_benchmark_measures_every_section(tmp_path):
     assert float(overhead["bare_images_per_sec"]) > 0 and math.isfinite(float(overhead["overhead_pct"]))
     # The median of the pairs' overheads lies within their range.
     assert float(overhead["overhead_pct_min"]) <= float(overhead["overhead_pct"]) <= float(overhead["overhead_pct_max"])
+    # The accounted figure: what the loop adds (measured on a model that costs nothing) and what a
+    # run records after each epoch (a checkpoint written, metrics logged: never free), over the epoch.
+    assert float(overhead["recording_ms_per_epoch"]) > 0 and math.isfinite(float(overhead["loop_extra_ms_per_epoch"]))
+    extra = float(overhead["loop_extra_ms_per_epoch"]) + float(overhead["recording_ms_per_epoch"])
+    bare_ms = 1e3 * float(overhead["images"]) / float(overhead["bare_images_per_sec"])
+    assert float(overhead["accounted_overhead_pct"]) == pytest.approx(100 * extra / (bare_ms + extra), rel=2e-2, abs=2e-2)
     imports = [r for r in by_section["startup"] if r["what"].startswith("import ")]
     assert [r["what"].split()[1] for r in imports] == ["torch", "triton", "hydra", "mlflow", "train"]
     (run,) = [r for r in by_section["startup"] if r["what"].startswith("python train.py")]
@@ -379,3 +385,6 @@ def test_quick_training_benchmark_measures_every_section(tmp_path):
     (step,) = by_section["backend"]
     ratio = float(step["triton_s_per_step"]) / float(step["torch_s_per_step"])
     assert float(step["torch_s_per_step"]) > 0 and math.isclose(float(step["triton_over_torch"]), ratio, rel_tol=2e-3)
+    (loading,) = by_section["data"]
+    ratio = float(loading["one_by_one_ms_per_batch"]) / float(loading["loader_ms_per_batch"])
+    assert float(loading["loader_ms_per_batch"]) > 0 and math.isclose(float(loading["speedup"]), ratio, rel_tol=2e-3)
