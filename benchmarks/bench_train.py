@@ -48,8 +48,6 @@ import models  # noqa: E402
 # data and training (Hydra, MLflow) are imported by the sections that use them, overhead, startup
 # and data: the others run where only torch and triton are installed (benchmarks/gpu_session.sh).
 
-SECTIONS = ("memory_format", "overhead", "startup", "memory", "backend", "data")
-
 
 def seed_model(pool_type: str, image: int, backend: str = "auto", device="cpu") -> nn.Module:
     pool = models.PoolConfig(type=pool_type, backend=backend)
@@ -194,7 +192,6 @@ def loop_extra_seconds(size: int, val_size: int, pairs: int, device) -> float:
         return TensorDataset(images, torch.randint(0, 2, (count,), generator=generator))
 
     criterion = loss_function(2)
-
     loader = DataLoader(tensors(size), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
     val_loader = DataLoader(tensors(val_size), batch_size=32)
     bare, ours = [], []
@@ -350,6 +347,12 @@ def backend(args, device) -> list[dict]:
     }]  # fmt: skip
 
 
+SECTIONS = {  # name on the command line: what measures it
+    "memory_format": memory_format, "overhead": overhead, "startup": startup, "memory": memory,
+    "backend": backend, "data": data_loading,
+}  # fmt: skip
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"any of {', '.join(SECTIONS)}")
@@ -360,11 +363,11 @@ def main(argv=None) -> int:
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
-        parser.error(f"unknown sections {unknown}; choose from {SECTIONS}")
+        parser.error(f"unknown sections {unknown}; choose from {tuple(SECTIONS)}")
     print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")  # fmt: skip
     for section in sections:
-        for row in globals()["data_loading" if section == "data" else section](args, device):
+        for row in SECTIONS[section](args, device):
             print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     return 0
 
