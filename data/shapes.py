@@ -174,20 +174,21 @@ class GeneratedShapes(Dataset):
     def render(self, indices: list[int]) -> tuple[Tensor, list[int]]:
         """Images (B, C, H, W) and labels of the given indices, each image a function of (seed, stream, index) alone."""
         indices = [self._checked(i) for i in indices]
+        labels = [index % self.num_classes for index in indices]  # balanced in any consecutive indices
         images = torch.empty(len(indices), self.channels, *self.image_size)
         chunk = max(1, RENDER_CHUNK_VALUES // (3 * self.image_size[0] * self.image_size[1]))
         for start in range(0, len(indices), chunk):
-            self._render(indices[start : start + chunk], out=images[start : start + chunk])
-        return images, [index % self.num_classes for index in indices]  # balanced in any consecutive indices
+            part = slice(start, start + chunk)
+            self._render(indices[part], labels[part], out=images[part])
+        return images, labels
 
     def _checked(self, index: int) -> int:
         if not -self.num_samples <= index < self.num_samples:
             raise IndexError(f"GeneratedShapes: index {index} out of range for {self.num_samples} samples")
         return index % self.num_samples
 
-    def _render(self, indices: list[int], out: Tensor) -> None:
+    def _render(self, indices: list[int], labels: list[int], out: Tensor) -> None:
         (height, width), x, y, count = self.image_size, self._x, self._y, len(indices)
-        labels = [index % self.num_classes for index in indices]
 
         # Every random number an image uses comes from its own generator, drawn in a fixed order;
         # the rest is arithmetic on the whole batch.
