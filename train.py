@@ -281,6 +281,7 @@ def train(
         seed=data_cfg["seed"],
         augment=data_cfg["augment"],
         download=data_cfg["download"],
+        cache_mib=data_cfg["cache_mib"],
     )
     loading = dict(batch_size=trainer["batch_size"], seed=trainer["seed"], num_workers=data_cfg["num_workers"], device=device)
     train_loader = data.make_loader(train_set, shuffle=True, **loading)

@@ -211,16 +211,22 @@ def loop_extra_seconds(size: int, val_size: int, pairs: int, device) -> float:
 
 def data_loading(args, device) -> list[dict]:
     """Milliseconds per batch of the default dataset's loader (GeneratedShapes renders a batch
-    together) against rendering its images one by one: what the data costs a training step."""
+    together) against rendering its images one by one, and from memory once kept (data.cache_mib,
+    what train.py's later epochs load): what the data costs a training step."""
     import data
+    from data.cache import CachedDataset
 
     rows = []
     batch, repeats = (8, 2) if args.quick else (32, 15)
     for image in (32,) if args.quick else (64, 224):
         train_set, _, _ = data.build_datasets("shapes", image_size=image, train_size=batch * (repeats + 1), val_size=1)
         loader = iter(data.make_loader(train_set, batch_size=batch))
-        next(loader)  # warm-up
-        together, one_by_one = [], []
+        kept = CachedDataset(train_set, len(train_set))
+        for _ in data.make_loader(kept, batch_size=batch):  # the first epoch renders and keeps
+            pass
+        kept_loader = iter(data.make_loader(kept, batch_size=batch))
+        next(loader), next(kept_loader)  # warm-up
+        together, one_by_one, from_memory = [], [], []
         for r in range(1, repeats + 1):
             start = time.perf_counter()
             next(loader)
@@ -228,11 +234,15 @@ def data_loading(args, device) -> list[dict]:
             start = time.perf_counter()
             torch.stack([train_set[i][0] for i in range(r * batch, (r + 1) * batch)])
             one_by_one.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            next(kept_loader)
+            from_memory.append(time.perf_counter() - start)
         rows.append({
             "section": "data", "dataset": "shapes", "image": image, "batch": batch,
             "loader_ms_per_batch": 1e3 * statistics.median(together),
             "one_by_one_ms_per_batch": 1e3 * statistics.median(one_by_one),
             "speedup": statistics.median(one_by_one) / statistics.median(together),
+            "kept_ms_per_batch": 1e3 * statistics.median(from_memory),
         })  # fmt: skip
     return rows
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from data.cache import CachedDataset
 from data.real import BUILT_INS, built_in, image_folders
 from data.shapes import GeneratedShapes
 
@@ -56,8 +57,14 @@ def build_datasets(
     seed: int = 0,
     augment: bool = False,  # light augmentation of real training images (flip, small affine)
     download: bool = False,  # torchvision datasets only: fetch missing files
+    cache_mib: int = 0,  # memory for keeping loaded images (training split first); 0: load every epoch afresh
 ) -> tuple[Dataset, Dataset, DatasetInfo]:
-    """Train and validation datasets of (image, label) pairs, and the metadata a tracker logs."""
+    """Train and validation datasets of (image, label) pairs, and the metadata a tracker logs.
+
+    With ``cache_mib`` the images the training process loads are kept (``CachedDataset``) as far
+    as the budget goes: the training split's first, then the validation split's; never augmented
+    ones, which differ every epoch. Workers (``num_workers > 0``) load afresh.
+    """
     if name not in DATASETS:
         raise ValueError(f"dataset name must be one of {DATASETS}, got {name!r}")
     hw = tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size, image_size)
@@ -72,6 +79,7 @@ def build_datasets(
         raise ValueError(f"in_channels must be None (the dataset's own), 1 or 3, got {in_channels!r}")
     if num_classes is not None:
         _check_count("num_classes", num_classes, 2)
+    _check_count("cache_mib", cache_mib, 0)
 
     if name == "shapes":
         if augment:
@@ -87,7 +95,7 @@ def build_datasets(
             name, f"generated (seed={seed})", train.num_classes, train.channels, hw, train_size, val_size,
             train.classes,
         )  # fmt: skip
-        return train, val, info
+        return *_cached(train, val, info, cache_mib, augment), info
 
     if root is None:
         raise ValueError(f"root is required for dataset {name!r}: the folder that holds its files")
@@ -102,7 +110,19 @@ def build_datasets(
         )
     train, val = _subset(train, train_size, seed, "train_size"), _subset(val, val_size, seed, "val_size")
     info = DatasetInfo(name, str(root), len(classes), channels, hw, len(train), len(val), classes)
-    return train, val, info
+    return *_cached(train, val, info, cache_mib, augment), info
+
+
+def _cached(train: Dataset, val: Dataset, info: DatasetInfo, cache_mib: int, augment: bool) -> tuple[Dataset, Dataset]:
+    """The splits wrapped in CachedDataset as far as cache_mib holds their images (float32 each)."""
+    image_bytes = 4 * info.channels * info.image_size[0] * info.image_size[1]
+    room = cache_mib * 2**20 // image_bytes  # images that fit
+    splits = []
+    for split, eligible in ((train, not augment), (val, True)):
+        capacity = min(room, len(split)) if eligible else 0
+        splits.append(CachedDataset(split, capacity) if capacity else split)
+        room -= capacity
+    return splits[0], splits[1]
 
 
 def make_loader(

@@ -5,7 +5,8 @@ any scale and rotation, over a smooth random background with line-segment clutte
 noise. Colours carry no class information and all shapes have the same area at a given scale,
 so a model must detect a local pattern wherever it is: the translation invariance pooling is
 meant to buy. Nothing is stored: every image is rendered from its index when asked for, with a
-handful of vectorized tensor operations, so the dataset costs no memory at any size. A DataLoader
+handful of vectorized tensor operations, so the dataset costs no memory at any size (train.py
+keeps the rendered images for later epochs: data.cache_mib, data/cache.py). A DataLoader
 asks for a whole batch at once (``__getitems__``), and the batch is rendered together, the same
 images bit for bit: each operation then spans enough values for PyTorch to spread it over every
 core (it splits element-wise work from 32,768 values on; one 64x64 image has 12,288 a channel).

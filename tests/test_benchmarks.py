@@ -388,3 +388,4 @@ def test_quick_training_benchmark_measures_every_section(tmp_path):
     (loading,) = by_section["data"]
     ratio = float(loading["one_by_one_ms_per_batch"]) / float(loading["loader_ms_per_batch"])
     assert float(loading["loader_ms_per_batch"]) > 0 and math.isclose(float(loading["speedup"]), ratio, rel_tol=2e-3)
+    assert float(loading["kept_ms_per_batch"]) > 0

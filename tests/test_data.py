@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image
 from torch.testing import assert_close
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from data import SHAPES, GeneratedShapes, build_datasets, make_loader
+from data.cache import CachedDataset
 from data.real import BUILT_INS, IMAGENET_MEAN, IMAGENET_STD
 from data import shapes
 from data.shapes import MEAN, STD
@@ -256,12 +257,163 @@ def test_grayscale_built_in_feeds_a_one_channel_model(tmp_path, name, folder):
         ("shapes", dict(in_channels=2), r"in_channels must be None \(the dataset's own\), 1 or 3, got 2"),
         ("shapes", dict(num_classes=1), r"num_classes must be an int >= 2, got 1"),
         ("shapes", dict(num_classes=7), r"GeneratedShapes: num_classes must be an int in \[2, 6\]"),
+        ("shapes", dict(cache_mib=-1), r"cache_mib must be an int >= 0, got -1"),
+        ("shapes", dict(cache_mib=1.5), r"cache_mib must be an int >= 0, got 1.5"),
         ("mnist", {}, r"root is required for dataset 'mnist'"),
     ],
 )  # fmt: skip
 def test_build_datasets_invalid_arguments(name, kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_datasets(name, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# CachedDataset: images kept between epochs
+# --------------------------------------------------------------------------------------------
+
+
+class _RecordingShapes(GeneratedShapes):
+    """GeneratedShapes that notes every index it renders."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rendered = []
+
+    def render(self, indices):
+        self.rendered += [i % len(self) for i in indices]
+        return super().render(indices)
+
+
+class _OneByOne(Dataset):
+    """A dataset without __getitems__ (one item per call), noting what it loads."""
+
+    def __init__(self, dataset):
+        self.dataset, self.loaded = dataset, []
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        self.loaded.append(index)
+        return self.dataset[index]
+
+
+@pytest.mark.parametrize("capacity", [0, 5, 12, 50])
+def test_cached_dataset_gives_the_same_images_and_renders_each_kept_one_once(capacity):
+    plain = GeneratedShapes(12, image_size=20, seed=2)
+    recording = _RecordingShapes(12, image_size=20, seed=2)
+    cached = CachedDataset(recording, capacity)
+    assert (len(cached), cached.capacity) == (12, min(capacity, 12))
+    orders = [torch.randperm(12, generator=torch.Generator().manual_seed(epoch)).tolist() for epoch in range(3)]
+    for order in orders:  # three epochs of shuffled batches of 5, as a DataLoader asks
+        for start in range(0, 12, 5):
+            batch = order[start : start + 5]
+            images, labels = zip(*cached.__getitems__(batch))
+            expected_images, expected_labels = plain.render(batch)
+            assert torch.equal(torch.stack(images), expected_images)  # bit for bit
+            assert list(labels) == expected_labels and all(type(label) is int for label in labels)
+    kept = min(capacity, 12)
+    assert cached.kept == kept
+    for index in range(12):
+        assert recording.rendered.count(index) == (1 if index < kept else 3), index
+
+
+def test_cached_dataset_in_a_loader_gives_the_datasets_batches():
+    plain = GeneratedShapes(20, image_size=20, seed=1)
+    cached = CachedDataset(GeneratedShapes(20, image_size=20, seed=1), 20)
+    for _ in range(2):  # the second epoch comes from memory
+        batches = zip(make_loader(plain, batch_size=6, shuffle=True, seed=4), make_loader(cached, batch_size=6, shuffle=True, seed=4))
+        for (images, labels), (cached_images, cached_labels) in batches:
+            assert torch.equal(images, cached_images) and torch.equal(labels, cached_labels)
+    assert cached.kept == 20
+
+
+def test_cached_dataset_hands_out_copies():
+    cached = CachedDataset(GeneratedShapes(4, image_size=20), 4)
+    expected = cached[3][0].clone()
+    for _ in range(2):  # from the dataset, then from memory: editing either leaves the kept image alone
+        image, _ = cached[3]
+        image.fill_(7.0)
+    assert torch.equal(cached[3][0], expected) and torch.equal(cached[-1][0], expected)
+
+
+def test_cached_dataset_over_a_dataset_without_getitems():
+    plain = GeneratedShapes(6, image_size=20)
+    one_by_one = _OneByOne(plain)
+    cached = CachedDataset(one_by_one, 4)
+    for _ in range(2):
+        for index in range(6):
+            image, label = cached[index]
+            assert torch.equal(image, plain[index][0]) and label == plain[index][1]
+    assert sorted(one_by_one.loaded) == [0, 1, 2, 3, 4, 4, 5, 5]
+
+
+class _KeptInWorker(Dataset):
+    """Each item's label replaced by how many items the CachedDataset of the loading process keeps."""
+
+    def __init__(self, cached):
+        self.cached = cached
+
+    def __len__(self):
+        return len(self.cached)
+
+    def __getitem__(self, index):
+        return self.cached[index][0], self.cached.kept
+
+
+def test_cached_dataset_worker_processes_keep_nothing():
+    """A worker's copy would be one more copy of the data per worker: workers load afresh."""
+    plain = GeneratedShapes(8, image_size=20)
+    cached = CachedDataset(GeneratedShapes(8, image_size=20), 8)
+    loader = DataLoader(_KeptInWorker(cached), batch_size=4, num_workers=1, persistent_workers=True)
+    for _ in range(2):  # the second epoch in the same worker
+        batches = list(loader)
+        assert torch.equal(torch.cat([images for images, _ in batches]), plain.render(list(range(8)))[0])
+        assert torch.cat([kept for _, kept in batches]).tolist() == [0] * 8
+    assert cached.kept == 0
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: CachedDataset(GeneratedShapes(4, image_size=20), -1), ValueError, r"capacity must be an int >= 0, got -1"),
+        (lambda: CachedDataset(GeneratedShapes(4, image_size=20), True), ValueError, r"capacity must be an int >= 0, got True"),
+        (lambda: CachedDataset(GeneratedShapes(4, image_size=20), 2)[4], IndexError, r"index 4 out of range for 4 items"),
+        (lambda: CachedDataset(GeneratedShapes(4, image_size=20), 2)[-5], IndexError, r"index -5 out of range for 4 items"),
+    ],
+    ids=["negative-capacity", "bool-capacity", "index-past-the-end", "index-before-the-start"],
+)  # fmt: skip
+def test_cached_dataset_invalid_arguments(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_build_datasets_keeps_images_within_cache_mib_training_split_first():
+    # 16x16 RGB in float32: 3,072 bytes an image, 341 in one MiB
+    train, val, _ = build_datasets(image_size=16, train_size=300, val_size=100, cache_mib=1)
+    assert isinstance(train, CachedDataset) and isinstance(val, CachedDataset)
+    assert (train.capacity, val.capacity) == (300, 41)
+    train, val, _ = build_datasets(image_size=16, train_size=400, val_size=100, cache_mib=1)
+    assert train.capacity == 341 and isinstance(val, GeneratedShapes)
+    train, val, _ = build_datasets(image_size=16, in_channels=1, train_size=1000, val_size=100, cache_mib=1)
+    assert (train.capacity, val.capacity) == (1000, 24)  # grayscale: 1,024 bytes an image
+    train, val, _ = build_datasets(image_size=16, train_size=30, val_size=10)  # by default nothing is kept
+    assert isinstance(train, GeneratedShapes) and isinstance(val, GeneratedShapes)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_build_datasets_never_keeps_augmented_images(tmp_path, augment):
+    _write_image_folders(tmp_path)
+    train, val, _ = build_datasets("imagefolder", root=tmp_path, image_size=16, augment=augment, cache_mib=1)
+    plain_train, plain_val, _ = build_datasets("imagefolder", root=tmp_path, image_size=16, augment=False)
+    assert isinstance(train, CachedDataset) is not augment  # augmented images differ every epoch
+    assert isinstance(val, CachedDataset) and val.capacity == 6
+    for _ in range(2):
+        for index in range(6):
+            assert torch.equal(val[index][0], plain_val[index][0])
+            if not augment:
+                assert torch.equal(train[index][0], plain_train[index][0])
+    assert val.kept == 6
 
 
 # --------------------------------------------------------------------------------------------

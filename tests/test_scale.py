@@ -221,6 +221,7 @@ def test_config_hash_names_what_a_run_computes_not_how_it_is_run():
     same = [
         "tracking.uri=http://elsewhere:5000", "tracking.resume=true", "tracking.run_name=mine",
         "trainer.threads=3", "trainer.resume_from=/some/checkpoint.pt", "tracking.log_model=false",
+        "data.cache_mib=0",
     ]  # fmt: skip
     for override in same:
         assert config_hash(validate(_compose(override))) == base, override

@@ -117,6 +117,7 @@ def test_every_default_carries_a_comment():
         (["trainer.epochs=0"], "trainer.epochs must be an int >= 1"),
         (["trainer.momentum=1.5"], "trainer.momentum must be in [0, 1)"),
         (["data.in_channels=2"], "data.in_channels must be null"),
+        (["data.cache_mib=-1"], "data.cache_mib must be an int >= 0"),
         (["data=imagefolder", "data.root=null"], "data.root must be the folder holding the imagefolder files"),
         (["model.width=0"], "model.width must be an int >= 1"),
         (["model=resnet", "model.widths=[]"], "model.widths must be a non-empty list"),
@@ -269,6 +270,32 @@ def test_triton_and_torch_backends_train_identically():
     for ours, theirs in zip(histories["triton"], histories["torch"]):
         assert (ours.loss, ours.accuracy, ours.val_loss, ours.val_accuracy) == (
             theirs.loss, theirs.accuracy, theirs.val_loss, theirs.val_accuracy,
+        )  # fmt: skip
+
+
+def test_images_kept_in_memory_train_identically(monkeypatch):
+    """data.cache_mib keeps the rendered images for later epochs: the same bits, so the same run."""
+    import data
+    from data.cache import CachedDataset
+
+    built = []
+
+    def build_datasets(*args, **kwargs):
+        built.append(data.build_datasets.__wrapped__(*args, **kwargs))
+        return built[-1]
+
+    build_datasets.__wrapped__ = data.build_datasets
+    monkeypatch.setattr(data, "build_datasets", build_datasets)
+    histories = {}
+    for cache_mib in (0, 1):  # 1 MiB holds both splits (96 images of 24x24)
+        settings = validate(_compose(*TINY, "trainer.epochs=3", f"data.cache_mib={cache_mib}"))
+        histories[cache_mib] = train_module.train(settings, tracking.NullTracker())
+    (plain_train, plain_val, _), (train_set, val_set, _) = built
+    assert not isinstance(plain_train, CachedDataset) and not isinstance(plain_val, CachedDataset)
+    assert (train_set.kept, val_set.kept) == (64, 32)
+    for plain, kept in zip(*histories.values(), strict=True):
+        assert (plain.loss, plain.accuracy, plain.val_loss, plain.val_accuracy) == (
+            kept.loss, kept.accuracy, kept.val_loss, kept.val_accuracy,
         )  # fmt: skip
 
 

@@ -93,6 +93,7 @@ class DataSchema:
     augment: bool = MISSING
     download: bool = MISSING
     num_workers: int = MISSING
+    cache_mib: int = MISSING
 
 
 @dataclass
@@ -207,6 +208,7 @@ def validate(cfg: DictConfig) -> dict:
     _check_int("data.train_size", data["train_size"], 1, optional=True)
     _check_int("data.val_size", data["val_size"], 1, optional=True)
     _check_int("data.num_workers", data["num_workers"], 0)
+    _check_int("data.cache_mib", data["cache_mib"], 0)
     if data["name"] != "shapes" and not data["root"]:
         _fail("data.root", f"the folder holding the {data['name']} files", data["root"])
 
@@ -228,8 +230,9 @@ def validate(cfg: DictConfig) -> dict:
     return plain
 
 
-# What does not change a run's result: where it is recorded, how it is resumed, how many threads.
-RUN_SPECIFIC_KEYS = ("tracking", "trainer.resume_from", "trainer.threads")
+# What does not change a run's result: where it is recorded, how it is resumed, how many threads,
+# whether images are kept in memory between epochs (the same bits either way).
+RUN_SPECIFIC_KEYS = ("tracking", "trainer.resume_from", "trainer.threads", "data.cache_mib")
 
 
 def config_hash(settings: dict) -> str:
