@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -324,6 +325,45 @@ def test_non_finite_loss_read_late_still_names_its_first_step():
         steps[check_every] = int(re.search(r"step (\d+)", str(error.value)).group(1))
     assert 1 < steps[1] < len(loader)  # the first steps were finite, and it stopped before the end
     assert steps[100] == steps[1]
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+@pytest.mark.parametrize("limit", [None, 2])
+def test_validation_loss_and_accuracy_are_the_image_weighted_means(num_classes, limit):
+    """evaluate() reads its losses in groups (no device wait per step); the result is the mean a
+    float64 sum over every image gives, and the accuracy the share of right predictions."""
+    import data
+    import models
+    from training.loop import evaluate, loss_function
+
+    _, val_set, _ = data.build_datasets("shapes", image_size=24, num_classes=num_classes, train_size=8, val_size=70)
+    torch.manual_seed(0)
+    model = models.build_model("tinyvgg", pool=models.PoolConfig(), image_size=24, num_classes=num_classes).eval()
+    criterion = loss_function(num_classes)
+    loader = data.make_loader(val_set, batch_size=3)  # 24 batches, the last of one image: groups of 25 and the rest
+    loss, accuracy, seen, _ = evaluate(model, loader, criterion, torch.device("cpu"), limit=limit)
+    total, right, count = 0.0, 0, 0
+    with torch.no_grad():
+        for images, labels in list(loader)[:limit]:
+            logits = model(images)
+            if num_classes == 2:
+                batch_loss, hits = criterion(logits.squeeze(1), labels.float()), (logits.squeeze(1) > 0).long() == labels
+            else:
+                batch_loss, hits = criterion(logits, labels), logits.argmax(1) == labels
+            total, right, count = total + batch_loss.item() * len(labels), right + int(hits.sum()), count + len(labels)
+    assert (loss, accuracy, seen) == (total / count, right / count, count)
+
+
+def test_a_non_finite_validation_loss_is_recorded_not_raised():
+    from torch import nn
+
+    from training.loop import evaluate
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 1))
+    nn.init.constant_(model[1].weight, float("nan"))
+    loader = [(torch.ones(2, 1, 2, 2), torch.tensor([0, 1]))]
+    loss, accuracy, seen, _ = evaluate(model, loader, nn.BCEWithLogitsLoss(), torch.device("cpu"))
+    assert math.isnan(loss) and (accuracy, seen) == (0.5, 2)  # a NaN logit is not > 0: class 0, right once
 
 
 # --------------------------------------------------------------------------------------------

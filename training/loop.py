@@ -42,7 +42,7 @@ def loss_function(num_classes: int) -> nn.Module:
 def _loss_and_correct(logits: Tensor, labels: Tensor, criterion: nn.Module) -> tuple[Tensor, Tensor]:
     if isinstance(criterion, nn.BCEWithLogitsLoss):
         logits = logits.squeeze(1)
-        return criterion(logits, labels.float()), ((logits > 0).long() == labels).sum()
+        return criterion(logits, labels.float()), ((logits > 0) == labels).sum()
     return criterion(logits, labels), (logits.argmax(1) == labels).sum()
 
 
@@ -99,18 +99,15 @@ def train_epoch(
 ) -> tuple[float, float, int, float]:
     """One pass of optimization; returns (mean loss, accuracy, images, seconds).
 
-    ``check_every``: steps between reads of the loss on the device (non-finite check, progress
+    ``check_every``: steps between reads of the losses on the device (non-finite check, progress
     bar); None: every step on CPU, every CHECK_EVERY steps on CUDA.
     """
     model.train()
     batches, total = _limited(loader, limit)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    # The first step whose loss was not finite (0: none), kept on the device: reading a CUDA value
-    # waits for the GPU, so it is read every CHECK_EVERY steps there and every step on CPU.
-    first_bad = torch.zeros((), dtype=torch.int64, device=device)
+    running = _Running(epoch)
+    # Reading a CUDA value waits for the GPU, so the steps' losses are read every CHECK_EVERY
+    # steps there; on CPU a read costs nothing and the bar shows every step.
     check_every = check_every or (CHECK_EVERY if device.type == "cuda" else 1)
-    seen = 0
     _sync(device)
     start = time.perf_counter()
     bar = _progress(batches, total, description, progress)
@@ -121,30 +118,56 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        value = loss.detach()
-        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(value), step, first_bad)
-        loss_sum += value.double() * len(labels)
-        correct += hits
-        seen += len(labels)
+        running.add(loss.detach(), hits, len(labels))
         if step % check_every == 0 or step == total:
-            _raise_if_non_finite(first_bad, epoch)
-            if progress:
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", accuracy=f"{correct.item() / seen:.4f}")
-    _raise_if_non_finite(first_bad, epoch)  # the loader may end before `total` steps
+            running.read()  # raises at the first non-finite loss, naming its step
+            if progress:  # shown at tqdm's own redraws: forcing one every step cost ~0.2 ms a step
+                bar.set_postfix(loss=f"{running.loss:.4f}", accuracy=f"{running.accuracy:.4f}", refresh=step == total)
+    running.read()  # the loader may end before `total` steps
     _sync(device)
-    return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1), seen, time.perf_counter() - start
+    return running.loss, running.accuracy, running.seen, time.perf_counter() - start
 
 
 CHECK_EVERY = 25  # CUDA: steps between reads of the device (loss check, progress bar)
 
 
-def _raise_if_non_finite(first_bad: Tensor, epoch: int) -> None:
-    step = int(first_bad.item())
-    if step:
-        raise NonFiniteLossError(
-            f"the training loss became non-finite (nan or inf) at epoch {epoch}, step {step}: lower "
-            "trainer.lr or check the data"
-        )
+class _Running:
+    """Mean loss and accuracy over the steps so far. Each step's loss and hit count stay where the
+    step left them (on a GPU: no wait) until ``read`` fetches the pending ones together and sums
+    them in Python floats (float64, in step order). Per step that is no tensor operation at all:
+    on CPU, where the loop reads every step, it used to be several (about 50 us a step here)."""
+
+    def __init__(self, epoch: int | None) -> None:
+        # epoch: named when a non-finite loss stops training; None: such a loss is summed as it is
+        self.epoch, self.steps, self.seen, self.loss_sum, self.correct = epoch, 0, 0, 0.0, 0
+        self._pending: list[tuple[Tensor, Tensor, int]] = []
+
+    def add(self, loss: Tensor, hits: Tensor, images: int) -> None:
+        self._pending.append((loss, hits, images))
+
+    def read(self) -> None:
+        if not self._pending:
+            return
+        losses, hits, sizes = zip(*self._pending)
+        self._pending = []
+        for loss, hit, size in zip(torch.stack(losses).tolist(), torch.stack(hits).tolist(), sizes):
+            self.steps += 1
+            if self.epoch is not None and not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"the training loss became non-finite (nan or inf) at epoch {self.epoch}, step "
+                    f"{self.steps}: lower trainer.lr or check the data"
+                )
+            self.loss_sum += loss * size
+            self.correct += hit
+            self.seen += size
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.seen, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.seen, 1)
 
 
 @torch.no_grad()
@@ -160,19 +183,17 @@ def evaluate(
     """One validation pass; returns (mean loss, accuracy, images, seconds)."""
     model.eval()
     batches, _ = _limited(loader, limit)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    seen = 0
+    running = _Running(epoch=None)  # a non-finite validation loss is recorded, not raised
     _sync(device)
     start = time.perf_counter()
-    for batch in batches:
+    for step, batch in enumerate(batches, start=1):
         images, labels = _to(batch, device, channels_last)
-        loss, hits = _loss_and_correct(model(images), labels, criterion)
-        loss_sum += loss.double() * len(labels)
-        correct += hits
-        seen += len(labels)
+        running.add(*_loss_and_correct(model(images), labels, criterion), len(labels))
+        if step % CHECK_EVERY == 0:  # a bounded number of values pending
+            running.read()
+    running.read()
     _sync(device)
-    return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1), seen, time.perf_counter() - start
+    return running.loss, running.accuracy, running.seen, time.perf_counter() - start
 
 
 def epoch_line(epoch: int, epochs: int, steps: int, seconds: float, metrics: EpochMetrics) -> str:
