@@ -1,5 +1,6 @@
 """Data: generated shapes (deterministic, lazy, learnable), image folders, torchvision, loaders, bad input."""
 
+import pickle
 import re
 import struct
 import subprocess
@@ -371,6 +372,16 @@ def test_cached_dataset_worker_processes_keep_nothing():
         assert torch.equal(torch.cat([images for images, _ in batches]), plain.render(list(range(8)))[0])
         assert torch.cat([kept for _, kept in batches]).tolist() == [0] * 8
     assert cached.kept == 0
+
+
+def test_cached_dataset_pickles_without_its_images():
+    """A spawned worker gets the dataset pickled: the training process's images stay behind."""
+    plain = GeneratedShapes(6, image_size=20)
+    cached = CachedDataset(GeneratedShapes(6, image_size=20), 6)
+    cached.__getitems__([0, 1, 2])
+    copy = pickle.loads(pickle.dumps(cached))
+    assert (cached.kept, copy.kept, copy.capacity) == (3, 0, 6)
+    assert torch.equal(copy[1][0], plain[1][0]) and copy.kept == 1
 
 
 @pytest.mark.parametrize(
