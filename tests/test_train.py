@@ -300,6 +300,28 @@ def test_images_kept_in_memory_train_identically(monkeypatch):
         )  # fmt: skip
 
 
+def test_kept_images_go_when_the_run_ends(monkeypatch):
+    """A sequential sweep runs its jobs in one process: no job may hold on to an earlier one's images."""
+    import gc
+    import weakref
+
+    import data
+
+    built = []
+
+    def build_datasets(*args, **kwargs):
+        train_set, val_set, info = data.build_datasets.__wrapped__(*args, **kwargs)
+        built.extend([weakref.ref(train_set), weakref.ref(val_set)])
+        return train_set, val_set, info
+
+    build_datasets.__wrapped__ = data.build_datasets
+    monkeypatch.setattr(data, "build_datasets", build_datasets)
+    for _ in range(2):
+        train_module.train(validate(_compose(*TINY, "data.cache_mib=1")), tracking.NullTracker())
+    gc.collect()
+    assert len(built) == 4 and all(ref() is None for ref in built)
+
+
 def test_non_finite_loss_stops_with_epoch_and_step(tmp_path):
     cfg = _compose(*TINY, "trainer.lr=1e30", "trainer.optimizer=sgd", "trainer.momentum=0")
     with pytest.raises(RuntimeError, match=r"the training loss became non-finite \(nan or inf\) at epoch \d+, step \d+"):
