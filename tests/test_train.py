@@ -274,10 +274,10 @@ def test_triton_and_torch_backends_train_identically():
         )  # fmt: skip
 
 
-def test_images_kept_in_memory_train_identically(monkeypatch):
-    """data.cache_mib keeps the rendered images for later epochs: the same bits, so the same run."""
+@pytest.fixture
+def built_datasets(monkeypatch):
+    """Every (train, val, info) that train.py's data.build_datasets returns, in order."""
     import data
-    from data.cache import CachedDataset
 
     built, build = [], data.build_datasets
 
@@ -286,11 +286,18 @@ def test_images_kept_in_memory_train_identically(monkeypatch):
         return built[-1]
 
     monkeypatch.setattr(data, "build_datasets", build_datasets)
+    return built
+
+
+def test_images_kept_in_memory_train_identically(built_datasets):
+    """data.cache_mib keeps the rendered images for later epochs: the same bits, so the same run."""
+    from data.cache import CachedDataset
+
     histories = {}
     for cache_mib in (0, 1):  # 1 MiB holds both splits (96 images of 24x24)
         settings = validate(_compose(*TINY, "trainer.epochs=3", f"data.cache_mib={cache_mib}"))
         histories[cache_mib] = train_module.train(settings, tracking.NullTracker())
-    (plain_train, plain_val, _), (train_set, val_set, _) = built
+    (plain_train, plain_val, _), (train_set, val_set, _) = built_datasets
     assert not isinstance(plain_train, CachedDataset) and not isinstance(plain_val, CachedDataset)
     assert (train_set.kept, val_set.kept) == (64, 32)
     for plain, kept in zip(*histories.values(), strict=True):
@@ -299,25 +306,17 @@ def test_images_kept_in_memory_train_identically(monkeypatch):
         )  # fmt: skip
 
 
-def test_kept_images_go_when_the_run_ends(monkeypatch):
+def test_kept_images_go_when_the_run_ends(built_datasets):
     """A sequential sweep runs its jobs in one process: no job may hold on to an earlier one's images."""
     import gc
     import weakref
 
-    import data
-
-    built, build = [], data.build_datasets
-
-    def build_datasets(*args, **kwargs):
-        train_set, val_set, info = build(*args, **kwargs)
-        built.extend([weakref.ref(train_set), weakref.ref(val_set)])
-        return train_set, val_set, info
-
-    monkeypatch.setattr(data, "build_datasets", build_datasets)
     for _ in range(2):
         train_module.train(validate(_compose(*TINY, "data.cache_mib=1")), tracking.NullTracker())
+    references = [weakref.ref(split) for train_set, val_set, _ in built_datasets for split in (train_set, val_set)]
+    built_datasets.clear()  # the fixture's own references
     gc.collect()
-    assert len(built) == 4 and all(ref() is None for ref in built)
+    assert len(references) == 4 and all(ref() is None for ref in references)
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(tmp_path):
